@@ -1,0 +1,78 @@
+"""EMA teacher for KD and OTTER: a frozen deep copy of the student whose parameters track the student's.
+
+Official behaviour (``models/ema.py`` and ``DistillationModel.ema_step``): before every training step
+the teacher's parameters become ``d·teacher + (1 − d)·student`` with the warm-up decay
+``d_t = min(0.999, (1 + t) / (10 + t))``, where ``t`` counts the updates made so far including this one
+(so the first update uses ``d_1 = 2/11``). Only parameters are averaged; buffers (BatchNorm running
+statistics) are left as they are, and the official teacher runs in the student's mode (train mode,
+dropout active), which is the trainer's call (``teacher.module.train()``).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class EMATeacher:
+    """Frozen exponential-moving-average copy of a student network.
+
+    ``module`` is the teacher network (same class and parameter names as the student, every parameter
+    ``requires_grad=False``). It is deliberately not an ``nn.Module`` attribute of anything, so it can
+    never end up in an optimizer, a DDP wrapper or the student's state dict by accident. Build it after
+    moving the student to its device and dtype, and pass the unwrapped student (not the DDP wrapper)
+    to :meth:`update`.
+    """
+
+    def __init__(self, student: nn.Module, decay: float = 0.999) -> None:
+        if not 0.0 <= decay <= 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1], got {decay}")
+        self.decay: float = decay
+        self.num_updates: int = 0
+        self.module: nn.Module = copy.deepcopy(student)
+        self.module.requires_grad_(False)
+
+    @staticmethod
+    def decay_at(t: int, max_decay: float = 0.999) -> float:
+        """Decay of the ``t``-th update: ``min(max_decay, (1 + t) / (10 + t))``.
+
+        0.1 at t = 0, 2/11 at the first update (t = 1), 0.55 at t = 10, ``max_decay`` = 0.999 from t = 8990 on.
+        """
+        if t < 0:
+            raise ValueError(f"update index t must be >= 0, got {t}")
+        return min(max_decay, (1.0 + t) / (10.0 + t))
+
+    @torch.no_grad()
+    def update(self, student: nn.Module) -> float:
+        """Average the student's parameters into the teacher; returns the decay used.
+
+        Call once before every training step's forward, as the official code does.
+        """
+        teacher_params = dict(self.module.named_parameters())
+        student_params = dict(student.named_parameters())
+        if teacher_params.keys() != student_params.keys():
+            missing = sorted(teacher_params.keys() ^ student_params.keys())[:5]
+            raise ValueError(
+                "student parameters do not match the teacher's (first differing names: "
+                f"{missing}); pass the same unwrapped model the teacher was copied from (model, not DDP(model))"
+            )
+        self.num_updates += 1
+        decay = self.decay_at(self.num_updates, self.decay)
+        for name, t_param in teacher_params.items():
+            t_param.lerp_(student_params[name].detach(), 1.0 - decay)
+        return decay
+
+    def state_dict(self) -> dict[str, Any]:
+        """Checkpoint: the teacher's full state dict, the update counter and the maximal decay."""
+        return {"module": self.module.state_dict(), "num_updates": self.num_updates, "decay": self.decay}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a checkpoint written by :meth:`state_dict`."""
+        missing = {"module", "num_updates", "decay"} - state.keys()
+        if missing:
+            raise ValueError(f"EMA teacher checkpoint lacks {sorted(missing)}; save it with EMATeacher.state_dict()")
+        self.module.load_state_dict(state["module"])
+        self.num_updates = int(state["num_updates"])
+        self.decay = float(state["decay"])

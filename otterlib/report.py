@@ -1,0 +1,175 @@
+"""Comparison tables, OTTER's win/tie/loss tally, bootstrap intervals and plots, built from eval rows.
+
+Eval rows are the JSON lines that the evaluation stage writes (one per run × eval set); everything here
+is derived from them (CLIP_benchmark style), so a table can always be rebuilt from ``results/``.
+Values are fractions in [0, 1] in the rows and percentages in the tables.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from otterlib.env import REPO_ROOT
+
+METHOD_ORDER: tuple[str, ...] = ("infonce", "label_smoothing", "kd", "otter")
+METHOD_LABELS: dict[str, str] = {"infonce": "InfoNCE", "label_smoothing": "LS", "kd": "KD", "otter": "OTTER",
+                                 "clip_rn50": "CLIP RN50 (400M, reference)"}
+TABLE_METRICS: tuple[str, ...] = ("fh@1", "fh@5", "fh@10")
+EVAL_SET_LABELS: dict[str, str] = {"goi": "GOI", "in10k": "IN10K"}
+PUBLISHED_CSV: Path = REPO_ROOT / "data" / "published" / "otter_published.csv"
+
+
+def read_rows(paths: Iterable[Path]) -> pd.DataFrame:
+    """Eval rows from JSON-lines files -> long table (setting, method, kind, eval_set, mode, metric, value)."""
+    records = []
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            for metric, value in row["metrics"].items():
+                records.append({"setting": row["setting"], "method": row["method"], "kind": row.get("kind", "trained"),
+                                "eval_set": row["dataset"], "mode": row.get("mode", "paper"),
+                                "metric": metric, "value": float(value)})
+    columns = ["setting", "method", "kind", "eval_set", "mode", "metric", "value"]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def collect_rows(results_root: Path) -> pd.DataFrame:
+    """All eval rows under ``results/<profile>`` (trained runs and reference models)."""
+    return read_rows(sorted(Path(results_root).rglob("eval.jsonl")))
+
+
+def read_published(path: Path = PUBLISHED_CSV) -> pd.DataFrame:
+    """Published numbers (long format, percentages converted to fractions); add rows to the CSV to extend it."""
+    df = pd.read_csv(path, comment="#")
+    required = {"setting", "method", "eval_set", "metric", "value", "source"}
+    if missing := required - set(df.columns):
+        raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
+    df = df.assign(value=df["value"] / 100.0, kind="published", mode="paper")
+    return df
+
+
+def _method_sort_key(methods: Iterable[str]) -> list[str]:
+    known = [m for m in METHOD_ORDER if m in set(methods)]
+    return known + sorted(set(methods) - set(known))
+
+
+def comparison_table(rows: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -> pd.DataFrame:
+    """One row per method, columns (setting, eval set, metric); values in percent, 1 decimal."""
+    df = rows[rows["metric"].isin(metrics)]
+    if df.empty:
+        raise ValueError(f"no eval rows with metrics {list(metrics)}")
+    wide = df.pivot_table(index="method", columns=["setting", "eval_set", "metric"], values="value", aggfunc="mean")
+    wide = wide.reindex(_method_sort_key(wide.index))
+    ordered = sorted(wide.columns, key=lambda c: (c[0], c[1], list(metrics).index(c[2])))
+    wide = (wide[ordered] * 100).round(1)
+    wide.index = [METHOD_LABELS.get(m, m) for m in wide.index]
+    wide.columns = pd.MultiIndex.from_tuples([(s, EVAL_SET_LABELS.get(e, e), m.upper().replace("FH@", "FH@"))
+                                              for s, e, m in wide.columns], names=["setting", "set", "metric"])
+    return wide
+
+
+def tally(rows: pd.DataFrame, method: str = "otter", baselines: Sequence[str] = ("infonce", "label_smoothing", "kd"),
+          metrics: Sequence[str] = TABLE_METRICS, tie_tol: float = 0.1) -> pd.DataFrame:
+    """OTTER against the best baseline in every (setting, eval set, metric) cell.
+
+    ``win``: OTTER beats every baseline by more than ``tie_tol`` points; ``tie``: within ``tie_tol`` of the best
+    baseline; ``loss`` otherwise (the paper counts wins and ties: "outperforms (32) or ties (2) ... in 34 of 42").
+    Cells where OTTER or every baseline is missing are left out.
+    """
+    df = rows[rows["metric"].isin(metrics) & rows["method"].isin([method, *baselines])]
+    out = []
+    for (setting, eval_set, metric), cell in df.groupby(["setting", "eval_set", "metric"], sort=True):
+        values = cell.groupby("method")["value"].mean() * 100
+        present = [b for b in baselines if b in values]
+        if method not in values or not present:
+            continue
+        best = max(present, key=lambda b: values[b])
+        diff = values[method] - values[best]
+        outcome = "win" if diff > tie_tol else ("tie" if diff >= -tie_tol else "loss")
+        out.append({"setting": setting, "eval_set": eval_set, "metric": metric, method: round(values[method], 2),
+                    "best_baseline": best, "best_baseline_value": round(values[best], 2),
+                    "diff_points": round(diff, 2), "outcome": outcome})
+    return pd.DataFrame(out)
+
+
+def tally_summary(t: pd.DataFrame) -> str:
+    """``OTTER wins W, ties T, loses L of N evaluations (wins or ties W+T/N)``."""
+    if t.empty:
+        return "no complete (setting, metric) cells to compare"
+    counts = t["outcome"].value_counts()
+    w, ti, lo = (int(counts.get(k, 0)) for k in ("win", "tie", "loss"))
+    return (f"OTTER wins {w}, ties {ti}, loses {lo} of {len(t)} evaluations "
+            f"(wins or ties {w + ti}/{len(t)}; the paper: 34/42)")
+
+
+def bootstrap_ci(hits: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of a per-image 0/1 hit vector (N,)."""
+    hits = np.asarray(hits, dtype=np.float64)
+    if hits.ndim != 1 or hits.size == 0:
+        raise ValueError("hits must be a non-empty 1-D array")
+    rng = np.random.default_rng(seed)
+    means = hits[rng.integers(0, hits.size, size=(n_boot, hits.size))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
+
+
+def paired_bootstrap_pvalue(hits_a: np.ndarray, hits_b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> float:
+    """One-sided p-value that method A is not better than B on the same images (paired resampling)."""
+    a, b = np.asarray(hits_a, np.float64), np.asarray(hits_b, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired hits must have the same shape, got {a.shape} and {b.shape}")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, a.size, size=(n_boot, a.size))
+    diffs = (a[idx] - b[idx]).mean(axis=1)
+    return float((diffs <= 0).mean())
+
+
+def plot_comparison(rows: pd.DataFrame, path: Path, metrics: Sequence[str] = TABLE_METRICS) -> Path:
+    """Grouped bars: one panel per (setting, eval set), metrics on x, one bar per method. Saves a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = rows[rows["metric"].isin(metrics)]
+    panels = sorted(df.groupby(["setting", "eval_set"]).groups)
+    methods = _method_sort_key(df["method"].unique())
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    width = 0.8 / max(len(methods), 1)
+    for ax, (setting, eval_set) in zip(axes[0], panels):
+        cell = df[(df["setting"] == setting) & (df["eval_set"] == eval_set)]
+        for j, m in enumerate(methods):
+            vals = [cell[(cell["method"] == m) & (cell["metric"] == k)]["value"].mean() * 100 for k in metrics]
+            ax.bar(np.arange(len(metrics)) + (j - (len(methods) - 1) / 2) * width, vals, width,
+                   label=METHOD_LABELS.get(m, m))
+        ax.set_xticks(np.arange(len(metrics)), [k.upper() for k in metrics])
+        ax.set_title(f"{setting}\n{EVAL_SET_LABELS.get(eval_set, eval_set)}", fontsize=9)
+        ax.set_ylabel("flat hit (%)")
+    axes[0][-1].legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_tables(rows: pd.DataFrame, out_dir: Path, tie_tol: float = 0.1) -> dict[str, Path]:
+    """Write ``comparison.{csv,md}``, ``tally.csv`` and ``comparison.png``; returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = comparison_table(rows)
+    t = tally(rows, tie_tol=tie_tol)
+    paths = {"csv": out_dir / "comparison.csv", "md": out_dir / "comparison.md", "tally": out_dir / "tally.csv",
+             "plot": out_dir / "comparison.png"}
+    table.to_csv(paths["csv"])
+    t.to_csv(paths["tally"], index=False)
+    flat = table.copy()
+    flat.columns = [" ".join(c) for c in flat.columns]
+    paths["md"].write_text(f"{flat.to_markdown()}\n\n{tally_summary(t)}\n")
+    plot_comparison(rows, paths["plot"])
+    return paths

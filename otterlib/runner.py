@@ -1,0 +1,183 @@
+"""Runs the numbered notebooks headlessly with papermill, in order (what ``./run_all.sh`` calls).
+
+Plan: ``00_setup`` → ``01_download_cc3m`` → ``02_prepare_eval_sets`` → ``03_train`` for every
+(setting, method) → ``04_evaluate`` for every (setting, method) and reference model → ``05_results``.
+Executed copies land under ``results/<profile>/``; a step whose outputs exist is skipped unless
+``--force``. A failure stops the run with the failed notebook, its parameters and the executed copy
+that holds the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from otterlib.config import Profile, load_profile
+from otterlib.env import REPO_ROOT, configure_offline
+from otterlib import layout
+
+NOTEBOOK_DIR: Path = REPO_ROOT / "notebooks"
+KERNEL_NAME = "otter"
+"""The Jupyter kernel the runner executes notebooks with: this interpreter, registered under sys.prefix."""
+
+
+@dataclass
+class Step:
+    """One notebook execution."""
+
+    notebook: str
+    output: Path
+    parameters: dict[str, Any]
+    done: Callable[[], bool] = field(default=lambda: False)
+    """True when the step's outputs already exist (skipped unless forced)."""
+
+    @property
+    def label(self) -> str:
+        extra = [str(self.parameters[k]) for k in ("setting", "method", "reference") if self.parameters.get(k)]
+        return self.notebook + (f" [{'/'.join(extra)}]" if extra else "")
+
+
+class StepFailed(RuntimeError):
+    def __init__(self, step: Step, cause: BaseException) -> None:
+        self.step, self.cause = step, cause
+        super().__init__(
+            f"notebook {step.notebook}.ipynb failed\n  parameters: {json.dumps(step.parameters, default=str)}\n"
+            f"  executed copy with the traceback: {step.output}\n  error: {_first_line(cause)}")
+
+
+def _first_line(err: BaseException) -> str:
+    ename = getattr(err, "ename", type(err).__name__)
+    evalue = getattr(err, "evalue", str(err))
+    return f"{ename}: {str(evalue).strip().splitlines()[0] if str(evalue).strip() else ''}"
+
+
+def plan(profile: Profile, overrides: dict[str, Any] | None = None, only: set[str] | None = None) -> list[Step]:
+    """The ordered steps for a profile (``only`` keeps notebooks whose name starts with one of the given prefixes)."""
+    overrides = dict(overrides or {})
+    root = profile.results_root
+    base = {"profile": profile.name, "overrides": overrides}
+    steps = [
+        Step("00_setup", root / "00_setup.ipynb", dict(base)),
+        Step("01_download_cc3m", root / "01_download_cc3m.ipynb", dict(base),
+             done=lambda: layout.training_data_ready(profile)),
+        Step("02_prepare_eval_sets", root / "02_prepare_eval_sets.ipynb", dict(base),
+             done=lambda: layout.eval_sets_ready(profile)),
+    ]
+    runs = [(s.name, m) for s in profile.settings for m in profile.methods]
+    for setting, method in runs:
+        run_dir = profile.run_dir(setting, method)
+        steps.append(Step("03_train", run_dir / "03_train.ipynb", base | {"setting": setting, "method": method},
+                          done=lambda d=run_dir: (d / "metrics.json").is_file()))
+    for setting, method in runs:
+        run_dir = profile.run_dir(setting, method)
+        steps.append(Step("04_evaluate", run_dir / "04_evaluate.ipynb", base | {"setting": setting, "method": method},
+                          done=lambda d=run_dir: layout.eval_rows_path(d).is_file()))
+    for ref in profile.eval.references:
+        ref_dir = layout.reference_dir(profile, ref)
+        steps.append(Step("04_evaluate", ref_dir / "04_evaluate.ipynb", base | {"reference": ref},
+                          done=lambda d=ref_dir: layout.eval_rows_path(d).is_file()))
+    steps.append(Step("05_results", root / "05_results.ipynb", dict(base)))
+    if only:
+        steps = [s for s in steps if any(s.notebook.startswith(o) for o in only)]
+    return steps
+
+
+def ensure_kernel() -> str:
+    """Register this interpreter as the ``otter`` kernel (inside ``sys.prefix``) unless it already is."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
+        if Path(spec.argv[0]).absolute() == Path(sys.executable).absolute():
+            return KERNEL_NAME
+    except NoSuchKernel:
+        pass
+    from ipykernel.kernelspec import install
+
+    install(kernel_name=KERNEL_NAME, display_name="Python 3 (otter)", prefix=sys.prefix)
+    return KERNEL_NAME
+
+
+def execute(step: Step, force: bool) -> None:
+    """Run one notebook with papermill; raises :class:`StepFailed` on any error."""
+    import papermill as pm
+
+    step.output.parent.mkdir(parents=True, exist_ok=True)
+    params = step.parameters | {"force": force}
+    try:
+        pm.execute_notebook(str(NOTEBOOK_DIR / f"{step.notebook}.ipynb"), str(step.output), parameters=params,
+                            cwd=str(NOTEBOOK_DIR), progress_bar=False, kernel_name=ensure_kernel())
+    except Exception as err:  # papermill raises PapermillExecutionError, nbclient errors, or OSError
+        raise StepFailed(step, err) from err
+
+
+def _display(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it."""
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
+def _fmt(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h:d}:{m:02d}:{s:02d}"
+
+
+def run(profile_name: str = "smoke", overrides: dict[str, Any] | None = None, force: bool = False,
+        only: set[str] | None = None, echo: Callable[[str], None] = print) -> int:
+    """Execute the plan; returns a process exit code (0 ok, 1 a notebook failed)."""
+    profile = load_profile(profile_name, overrides)
+    configure_offline(profile.offline)
+    steps = plan(profile, overrides, only)
+    t0 = time.time()
+    ran, skipped = 0, 0
+    echo(f"OTTER suite: profile '{profile.name}' ({profile.description}); {len(steps)} steps; "
+         f"results in {profile.results_root}")
+    for i, step in enumerate(steps, 1):
+        prefix = f"[{i}/{len(steps)} {_fmt(time.time() - t0)}] {step.label}"
+        if not force and step.done():
+            echo(f"{prefix}: outputs exist, skipped (--force redoes it)")
+            skipped += 1
+            continue
+        echo(f"{prefix} ...")
+        t_step = time.time()
+        try:
+            execute(step, force)
+        except StepFailed as err:
+            echo(f"FAILED after {_fmt(time.time() - t0)}: {err}")
+            return 1
+        ran += 1
+        echo(f"{prefix}: done in {time.time() - t_step:.1f} s -> {_display(step.output)}")
+    table = layout.table_path(profile)
+    echo(f"Finished in {_fmt(time.time() - t0)}: {ran} notebooks run, {skipped} skipped.")
+    if table.is_file():
+        echo(f"Comparison table: {table}")
+    return 0
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    import yaml
+
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"override {text!r} must look like key.path=value")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="run_all.sh", description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="smoke", help="profile name in data/profiles (default: smoke)")
+    parser.add_argument("--force", action="store_true", help="redo steps whose outputs exist")
+    parser.add_argument("--only", action="append", metavar="PREFIX",
+                        help="run only notebooks starting with PREFIX (e.g. 03 or 05_results); repeatable")
+    parser.add_argument("--set", action="append", default=[], type=_parse_override, metavar="KEY=VALUE",
+                        help="override a profile field, e.g. --set train.epochs=1; repeatable")
+    args = parser.parse_args(argv)
+    sys.exit(run(args.profile, dict(args.set), args.force, set(args.only) if args.only else None))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,394 @@
+"""The trainer: one function for the notebook and the torchrun CLI.
+
+``run_training(cfg)`` trains one (setting, method) run in this process, or, when ``cfg.train.nproc > 1``,
+launches ``torchrun -m otterlib.train --config <run_dir>/config.yaml`` and streams its log.
+``python -m otterlib.train --config ...`` (what torchrun starts) calls :func:`train` in every process.
+
+Run folder contract (``results/<profile>/<setting>/<method>/``): ``config.yaml`` (resolved),
+``log.jsonl`` (one JSON object per logged step / epoch), ``checkpoints/epoch_NNN.pt`` (student),
+``checkpoints/latest.pt`` (everything needed to resume, atomically replaced), ``checkpoints/best.pt``
+(best on the held-out validation split), ``metrics.json`` (final; written last, its presence means done).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from otterlib import checkpoint as ckpt_io
+from otterlib.config import RunConfig, save_yaml
+from otterlib import layout
+from otterlib.data.loader import build_eval_pairs_loader, build_train_loader, steps_per_epoch_from_manifest
+from otterlib.data.transforms import eval_transform, train_transform
+from otterlib.ema import EMATeacher
+from otterlib.env import configure_offline, git_sha, resolve_device, runtime_info
+from otterlib.losses import create_loss
+from otterlib.models import create_model
+from otterlib.validation import embed_pairs, retrieval_metrics
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN/Inf; the message names the step and the loss terms. ``latest.pt`` is left as it was."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+
+
+class StudentWithLoss(nn.Module):
+    """Student encoders and the objective (with its learnable temperatures) as one module, so that DDP
+    all-reduces the temperatures' gradients too."""
+
+    def __init__(self, model: nn.Module, loss: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss
+
+    def forward(self, images: torch.Tensor, captions: list[str], teacher_img: torch.Tensor | None,
+                teacher_txt: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        img, txt = self.model(images, captions)
+        return self.loss(img, txt, teacher_img, teacher_txt)
+
+
+def loss_kwargs(cfg: RunConfig) -> dict[str, Any]:
+    """The objective's constructor arguments for this run's method (only those the method uses)."""
+    lc = cfg.loss
+    common = {"logit_scale_init": lc.logit_scale_init}
+    if cfg.method == "infonce":
+        return common
+    if cfg.method == "label_smoothing":
+        return common | {"epsilon": lc.epsilon}
+    distill = common | {"alpha": lc.alpha}
+    if cfg.method == "kd":
+        return distill | {"teacher_temperature": lc.teacher_temperature, "kd_variant": lc.kd_variant}
+    if cfg.method == "otter":
+        return distill | {"sinkhorn_lambda": lc.sinkhorn_lambda, "sinkhorn_iter": lc.sinkhorn_iter,
+                          "vv_coef": lc.vv_coef, "tt_coef": lc.tt_coef, "remove_diag": lc.remove_diag,
+                          "global_ot": lc.global_ot, "bug_compatible": lc.bug_compatible}
+    raise ValueError(f"unknown method {cfg.method!r}")
+
+
+def step_seed(seed: int, epoch: int, step: int) -> int:
+    """The torch seed set before fetching batch ``step`` of ``epoch``: augmentation and dropout depend only on
+    (seed, epoch, step), so a resumed run repeats an uninterrupted one exactly."""
+    return (seed * 1_000_003 + epoch * 100_003 + step) % 2**63
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision in ("auto", "bf16"):
+        return torch.bfloat16
+    raise ValueError(f"train.precision must be auto, bf16 or fp32, got {precision!r}")
+
+
+def _lr_at_epoch(cfg: RunConfig, epoch: int) -> float:
+    """CosineAnnealingLR(T_max=epochs, eta_min=0) stepped per epoch (0-based epoch), as the official code."""
+    t = cfg.train
+    if t.schedule == "constant":
+        return t.lr
+    if t.schedule == "cosine_epoch":
+        return 0.5 * t.lr * (1 + math.cos(math.pi * epoch / t.epochs))
+    raise ValueError(f"train.schedule must be cosine_epoch or constant, got {t.schedule!r}")
+
+
+def _init_distributed(device_req: str) -> tuple[int, int, torch.device]:
+    """Join the process group torchrun describes (WORLD_SIZE/RANK env); NCCL on GPU, gloo on CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, resolve_device(device_req)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_req)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+class RunLog:
+    """Appends JSON lines to ``log.jsonl`` (rank 0 only)."""
+
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path, self.enabled = path, enabled
+
+    def write(self, **row: Any) -> None:
+        if self.enabled:
+            with self.path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+def train(cfg: RunConfig, *, progress: bool = True, stop_after_steps: int | None = None) -> TrainResult:
+    """Train one run in this process (one rank under torchrun). Resumes from ``latest.pt`` when present.
+
+    ``stop_after_steps`` ends the process's work after that many optimizer steps of this call (used to
+    simulate a killed run in tests); it leaves ``latest.pt`` as a real crash would after a checkpoint.
+    """
+    configure_offline(cfg.offline)
+    t_cfg = cfg.train
+    rank, world, device = _init_distributed(t_cfg.device)
+    if t_cfg.batch_size % world:
+        raise ValueError(f"global batch {t_cfg.batch_size} is not divisible by {world} processes")
+    local_batch = t_cfg.batch_size // world
+    run_dir = Path(cfg.run_dir)
+    is_main = rank == 0
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_yaml(cfg.to_dict(), run_dir / "config.yaml")
+    if t_cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+    set_seed(t_cfg.seed)
+
+    model = create_model(cfg.model).to(device)
+    if t_cfg.channels_last and device.type == "cuda":
+        model.image_encoder.to(memory_format=torch.channels_last)
+    loss_fn = create_loss(cfg.method, **loss_kwargs(cfg)).to(device)
+    teacher = EMATeacher(model, decay=cfg.loss.ema_decay) if loss_fn.needs_teacher else None
+    module = StudentWithLoss(model, loss_fn)
+    if world > 1:
+        module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        module = nn.parallel.DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=t_cfg.lr, momentum=t_cfg.momentum, weight_decay=t_cfg.weight_decay)
+    amp_dtype = _autocast_dtype(t_cfg.precision, device)
+
+    train_manifest = layout.manifest_path(cfg.data, "train")
+    steps_per_epoch = steps_per_epoch_from_manifest(train_manifest, local_batch, world)
+    if t_cfg.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, t_cfg.max_steps_per_epoch)
+    if steps_per_epoch < 1:
+        raise ValueError(f"{train_manifest}: too few samples for one global batch of {t_cfg.batch_size}")
+
+    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best": None}
+    latest = ckpt_io.checkpoint_dir(run_dir) / ckpt_io.LATEST
+    if latest.is_file():
+        state = _restore(latest, module, teacher, optimizer, device)
+    log = RunLog(run_dir / "log.jsonl", is_main)
+    log.write(event="start", resumed_from=state if latest.is_file() else None, world_size=world,
+              steps_per_epoch=steps_per_epoch, config_hash=cfg.config_hash(), git=git_sha(),
+              runtime=runtime_info())
+
+    bar = _progress_bar(progress and is_main, t_cfg.epochs * steps_per_epoch, state["global_step"], cfg)
+    steps_this_call = 0
+    t_start = time.time()
+    for epoch in range(state["epoch"], t_cfg.epochs):
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at_epoch(cfg, epoch)
+        skip = state["step_in_epoch"]
+        torch.manual_seed(step_seed(t_cfg.seed, epoch, -1))
+        loader = build_train_loader(train_manifest, batch_size=local_batch,
+                                    transform=train_transform(t_cfg.image_size), epoch=epoch, seed=t_cfg.seed,
+                                    rank=rank, world_size=world, num_workers=t_cfg.num_workers,
+                                    shuffle_buffer=t_cfg.shuffle_buffer, steps_per_epoch=steps_per_epoch,
+                                    skip_batches=skip)
+        batches = iter(loader)
+        module.train()
+        for step in range(skip, steps_per_epoch):
+            t0 = time.time()
+            torch.manual_seed(step_seed(t_cfg.seed, epoch, step))
+            images, captions = next(batches)
+            images = images.to(device, non_blocking=True)
+            if t_cfg.channels_last and device.type == "cuda":
+                images = images.contiguous(memory_format=torch.channels_last)
+            data_time = time.time() - t0
+            terms = _train_step(module, teacher, optimizer, images, captions, amp_dtype, t_cfg.grad_clip,
+                                state["global_step"], epoch, step)
+            state["global_step"] += 1
+            state["step_in_epoch"] = step + 1
+            steps_this_call += 1
+            bar.update(1)
+            if is_main and (step % t_cfg.log_every == 0 or step == steps_per_epoch - 1):
+                dt = time.time() - t0
+                row = {"step": state["global_step"], "epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
+                       **{k: float(v) for k, v in terms.items()}, **loss_fn.scales(),
+                       "samples_per_s": t_cfg.batch_size / max(dt, 1e-9), "data_time_s": data_time, "step_time_s": dt}
+                log.write(**row)
+                bar.set_postfix(loss=f"{row['loss']:.3f}")
+            if t_cfg.checkpoint_every_steps and state["global_step"] % t_cfg.checkpoint_every_steps == 0:
+                _save_latest(latest, module, teacher, optimizer, state, cfg, is_main)
+            if stop_after_steps is not None and steps_this_call >= stop_after_steps:
+                bar.close()
+                return TrainResult(run_dir, {"stopped_after_steps": steps_this_call})
+        state["epoch"], state["step_in_epoch"] = epoch + 1, 0
+        val = validate(_unwrap(module).model, cfg, device, loss_fn.scales().get("logit_scale", 100.0)) \
+            if is_main else {}
+        if is_main:
+            log.write(event="epoch_end", epoch=epoch + 1, val=val, elapsed_s=time.time() - t_start)
+            student = _unwrap(module).model.state_dict()
+            meta = {"epoch": epoch + 1, "global_step": state["global_step"], "config_hash": cfg.config_hash(),
+                    "method": cfg.method, "val": val}
+            if t_cfg.keep_epoch_checkpoints:
+                ckpt_io.save_atomic({"model": student, **meta}, ckpt_io.epoch_checkpoint(run_dir, epoch + 1))
+            if state["best"] is None or val["mean_r@1"] > state["best"]["mean_r@1"]:
+                state["best"] = {"epoch": epoch + 1, "mean_r@1": val["mean_r@1"]}
+                ckpt_io.save_atomic({"model": student, **meta}, ckpt_io.checkpoint_dir(run_dir) / ckpt_io.BEST)
+        _save_latest(latest, module, teacher, optimizer, state, cfg, is_main)
+    bar.close()
+    metrics = {}
+    if is_main:
+        last_val = _last_val(run_dir)
+        metrics = {"method": cfg.method, "setting": cfg.setting, "profile": cfg.profile,
+                   "config_hash": cfg.config_hash(), "git": git_sha(), "epochs": t_cfg.epochs,
+                   "global_steps": state["global_step"], "world_size": world, "val_last": last_val,
+                   "best": state["best"], "scales": loss_fn.scales(), "train_wall_s": time.time() - t_start}
+        tmp = run_dir / "metrics.json.tmp"
+        tmp.write_text(json.dumps(metrics, indent=2))
+        tmp.replace(run_dir / "metrics.json")
+    if world > 1:
+        dist.barrier()
+    return TrainResult(run_dir, metrics)
+
+
+def _train_step(module: nn.Module, teacher: EMATeacher | None, optimizer: torch.optim.Optimizer,
+                images: torch.Tensor, captions: list[str], amp_dtype: torch.dtype | None,
+                grad_clip: float | None, global_step: int, epoch: int, step: int) -> dict[str, torch.Tensor]:
+    """EMA update, teacher forward (no grad), student forward, finite check, backward, optimizer step."""
+    teacher_img = teacher_txt = None
+    if teacher is not None:
+        teacher.update(_unwrap(module).model)
+    with torch.autocast(images.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        if teacher is not None:
+            with torch.no_grad():
+                teacher_img, teacher_txt = teacher.module(images, captions)
+        terms = module(images, captions, teacher_img, teacher_txt)
+    if not all(torch.isfinite(v).all() for v in terms.values()):
+        values = {k: float(v) for k, v in terms.items()}
+        raise NonFiniteLossError(f"non-finite loss at epoch {epoch} step {step} (global step {global_step}): "
+                                 f"{values}; latest.pt holds the last good state")
+    optimizer.zero_grad(set_to_none=True)
+    terms["loss"].backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
+    optimizer.step()
+    return {k: v.detach() for k, v in terms.items()}
+
+
+def _unwrap(module: nn.Module) -> StudentWithLoss:
+    return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _save_latest(path: Path, module: nn.Module, teacher: EMATeacher | None, optimizer: torch.optim.Optimizer,
+                 state: dict[str, Any], cfg: RunConfig, is_main: bool) -> None:
+    if not is_main:
+        return
+    inner = _unwrap(module)
+    ckpt_io.save_atomic({
+        "model": inner.model.state_dict(), "loss": inner.loss.state_dict(),
+        "teacher": teacher.state_dict() if teacher is not None else None,
+        "optimizer": optimizer.state_dict(), "scaler": None, "rng": _rng_state(),
+        "config_hash": cfg.config_hash(), "method": cfg.method, **state,
+    }, path)
+
+
+def _restore(path: Path, module: nn.Module, teacher: EMATeacher | None, optimizer: torch.optim.Optimizer,
+             device: torch.device) -> dict[str, Any]:
+    ck = ckpt_io.load(path, map_location=device)
+    inner = _unwrap(module)
+    inner.model.load_state_dict(ck["model"])
+    inner.loss.load_state_dict(ck["loss"])
+    if teacher is not None:
+        if ck["teacher"] is None:
+            raise ValueError(f"{path} has no EMA teacher but this method needs one (was it written by another method?)")
+        teacher.load_state_dict(ck["teacher"])
+    optimizer.load_state_dict(ck["optimizer"])
+    rng = ck["rng"]
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    torch.set_rng_state(rng["torch"])
+    return {k: ck[k] for k in ("epoch", "step_in_epoch", "global_step", "best")}
+
+
+def _last_val(run_dir: Path) -> dict[str, Any]:
+    rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    ends = [r for r in rows if r.get("event") == "epoch_end"]
+    return ends[-1]["val"] if ends else {}
+
+
+def validate(model: nn.Module, cfg: RunConfig, device: torch.device, logit_scale: float) -> dict[str, float]:
+    """Retrieval R@1/5 and loss of the student on the held-out validation shards (eval transform)."""
+    loader = build_eval_pairs_loader(layout.manifest_path(cfg.data, "val"), batch_size=cfg.train.batch_size,
+                                     transform=eval_transform(cfg.train.image_size))
+    was_training = model.training
+    model.eval()
+    img, txt = embed_pairs(model, loader, device)
+    model.train(was_training)
+    return retrieval_metrics(img, txt, logit_scale=logit_scale, batch_size=cfg.train.batch_size)
+
+
+def _progress_bar(enabled: bool, total: int, initial: int, cfg: RunConfig):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True,
+                desc=f"{cfg.setting}/{cfg.method}")
+
+
+def run_training(cfg: RunConfig, *, progress: bool = True, echo: Callable[[str], None] = print) -> TrainResult:
+    """Notebook entry point: in-process when ``nproc == 1``, else ``torchrun`` with its log streamed to ``echo``."""
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.train.nproc <= 1:
+        return train(cfg, progress=progress)
+    config_path = run_dir / "config.yaml"
+    save_yaml(cfg.to_dict(), config_path)
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    cmd = [torchrun, "--standalone", f"--nproc_per_node={cfg.train.nproc}", "-m", "otterlib.train",
+           "--config", str(config_path)]
+    echo("$ " + " ".join(cmd))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                            env=os.environ | {"PYTHONUNBUFFERED": "1"})
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        echo(line.rstrip("\n"))
+    if proc.wait() != 0:
+        raise RuntimeError(f"torchrun exited with {proc.returncode}; see the log above and {run_dir / 'log.jsonl'}")
+    return TrainResult(run_dir, json.loads((run_dir / "metrics.json").read_text()))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI for torchrun: ``python -m otterlib.train --config results/.../config.yaml``."""
+    import yaml
+
+    parser = argparse.ArgumentParser(description="Train one OTTER-suite run from a resolved config.yaml")
+    parser.add_argument("--config", required=True, type=Path, help="a run's resolved config.yaml")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    cfg = RunConfig.from_dict(yaml.safe_load(args.config.read_text()))
+    try:
+        train(cfg, progress=not args.no_progress)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

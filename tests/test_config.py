@@ -1,0 +1,70 @@
+"""Profiles: loading, inheritance, dotted overrides, strict keys, per-run resolution."""
+import pytest
+
+from otterlib import config
+
+
+def test_builtin_profiles_load():
+    assert {"smoke", "paper", "mini"} <= set(config.available_profiles())
+    smoke = config.load_profile("smoke")
+    assert smoke.offline and smoke.data.source == "synthetic" and len(smoke.settings) >= 2
+    assert smoke.methods == ["infonce", "label_smoothing", "kd", "otter"]
+
+
+def test_paper_profile_holds_the_paper_recipe():
+    p = config.load_profile("paper")
+    t, l = p.train, p.loss
+    assert (t.batch_size, t.lr, t.momentum, t.weight_decay, t.epochs, t.schedule) == (512, 3e-3, 0.9, 0.0, 10, "cosine_epoch")
+    assert (l.alpha, l.sinkhorn_lambda, l.sinkhorn_iter, l.teacher_temperature, l.ema_decay) == (0.5, 0.15, 5, 100.0, 0.999)
+    assert p.settings[0].model.image_encoder == "timm:resnet50" and p.settings[0].model.embed_dim == 768
+    assert p.eval.templates == "paper" and p.eval.references == ["clip_rn50"]
+
+
+def test_mini_inherits_from_paper():
+    mini, paper = config.load_profile("mini"), config.load_profile("paper")
+    assert mini.name == "mini" and mini.data.max_train_samples == 300000 and mini.train.nproc == 1
+    assert mini.train.batch_size == paper.train.batch_size and mini.loss == paper.loss
+
+
+def test_overrides_apply_dotted_keys_and_list_indices():
+    p = config.load_profile("smoke", {"train.epochs": 1, "settings.1.model.embed_dim": 64,
+                                      "loss": {"alpha": 0.7}})
+    assert p.train.epochs == 1 and p.settings[1].model.embed_dim == 64
+    assert p.loss.alpha == 0.7 and p.loss.sinkhorn_iter == 5
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"train.epoch": 1}, "unknown field"),
+    ({"settings.9.name": "x"}, "not an index"),
+    ({"train.epochs.x": 1}, "not a section|goes through a value"),
+])
+def test_bad_overrides_are_clear_errors(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        config.load_profile("smoke", overrides)
+
+
+def test_unknown_profile_lists_available():
+    with pytest.raises(FileNotFoundError, match="available"):
+        config.load_profile("nope")
+
+
+def test_inheritance_loop_is_detected(tmp_path):
+    (tmp_path / "a.yaml").write_text(f"base: {tmp_path / 'b.yaml'}\n")
+    (tmp_path / "b.yaml").write_text(f"base: {tmp_path / 'a.yaml'}\n")
+    with pytest.raises(ValueError, match="loops"):
+        config.load_profile(tmp_path / "a.yaml")
+
+
+def test_resolve_run_applies_setting_overrides_and_hash_tracks_weights_only(tmp_path):
+    p = config.load_profile("smoke")
+    run = config.resolve_run(p, "tiny-scratch", "otter")
+    assert run.train.epochs == p.setting("tiny-scratch").train["epochs"] != p.train.epochs
+    moved = config.resolve_run(config.load_profile("smoke", {"results_dir": str(tmp_path)}), "tiny-scratch", "otter")
+    assert moved.run_dir != run.run_dir and moved.config_hash() == run.config_hash()
+    other = config.resolve_run(config.load_profile("smoke", {"loss.alpha": 0.3}), "tiny-scratch", "otter")
+    assert other.config_hash() != run.config_hash()
+    assert config.RunConfig.from_dict(run.to_dict()) == run
+    with pytest.raises(ValueError, match="not in profile"):
+        config.resolve_run(p, "tiny-scratch", "dino")
+    with pytest.raises(KeyError, match="no setting"):
+        config.resolve_run(p, "nope", "otter")

@@ -1,0 +1,87 @@
+"""Tables, tally and bootstrap from eval rows (hand-made rows with known outcomes)."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from otterlib import report
+
+
+def _rows(values: dict[tuple[str, str, str], dict[str, float]], setting="s1"):
+    out = []
+    for (method, dataset, _), metrics in values.items():
+        out.append({"setting": setting, "method": method, "dataset": dataset, "mode": "paper", "metrics": metrics})
+    return out
+
+
+@pytest.fixture
+def rows(tmp_path):
+    data = {
+        ("infonce", "goi", ""): {"fh@1": 0.20, "fh@5": 0.50, "fh@10": 0.60},
+        ("label_smoothing", "goi", ""): {"fh@1": 0.21, "fh@5": 0.52, "fh@10": 0.70},
+        ("kd", "goi", ""): {"fh@1": 0.19, "fh@5": 0.51, "fh@10": 0.61},
+        ("otter", "goi", ""): {"fh@1": 0.25, "fh@5": 0.5205, "fh@10": 0.65},
+    }
+    path = tmp_path / "eval.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _rows(data)))
+    return report.read_rows([path])
+
+
+def test_read_rows_long_format(rows):
+    assert len(rows) == 12 and set(rows.columns) >= {"setting", "method", "eval_set", "metric", "value"}
+
+
+def test_comparison_table_is_percent_with_methods_in_paper_order(rows):
+    table = report.comparison_table(rows)
+    assert list(table.index) == ["InfoNCE", "LS", "KD", "OTTER"]
+    assert table.loc["OTTER", ("s1", "GOI", "FH@1")] == 25.0
+    assert [c[2] for c in table.columns] == ["FH@1", "FH@5", "FH@10"]
+
+
+def test_tally_win_tie_loss_against_best_baseline(rows):
+    t = report.tally(rows, tie_tol=0.1).set_index("metric")
+    assert t.loc["fh@1", "outcome"] == "win" and t.loc["fh@1", "best_baseline"] == "label_smoothing"
+    assert t.loc["fh@5", "outcome"] == "tie"      # 52.05 vs 52.0
+    assert t.loc["fh@10", "outcome"] == "loss"    # 65 vs 70
+    assert report.tally_summary(report.tally(rows)).startswith("OTTER wins 1, ties 1, loses 1 of 3")
+
+
+def test_tally_skips_incomplete_cells(rows):
+    only_otter = rows[rows["method"] == "otter"]
+    assert report.tally(only_otter).empty
+
+
+def test_bootstrap_ci_brackets_the_mean_and_shrinks_with_n():
+    rng = np.random.default_rng(0)
+    small, large = rng.random(100) < 0.3, rng.random(10000) < 0.3
+    lo_s, hi_s = report.bootstrap_ci(small)
+    lo_l, hi_l = report.bootstrap_ci(large)
+    assert lo_s <= small.mean() <= hi_s and lo_l <= large.mean() <= hi_l
+    assert hi_l - lo_l < (hi_s - lo_s) / 5
+    with pytest.raises(ValueError):
+        report.bootstrap_ci(np.array([]))
+
+
+def test_paired_bootstrap_pvalue_detects_a_clear_difference():
+    rng = np.random.default_rng(1)
+    b = rng.random(2000) < 0.3
+    a = b | (rng.random(2000) < 0.2)   # A hits wherever B does, and more
+    assert report.paired_bootstrap_pvalue(a, b) < 0.01
+    assert report.paired_bootstrap_pvalue(b, a) > 0.99
+
+
+def test_published_csv_holds_the_readme_row():
+    pub = report.read_published()
+    assert len(pub) == 24
+    otter = pub[(pub["method"] == "otter") & (pub["eval_set"] == "goi") & (pub["metric"] == "fh@1")]
+    assert otter["value"].item() == pytest.approx(0.291)
+    assert report.tally_summary(report.tally(pub)).startswith("OTTER wins 6, ties 0, loses 0 of 6")
+
+
+def test_write_tables_writes_every_artefact(rows, tmp_path):
+    paths = report.write_tables(rows, tmp_path / "tables")
+    assert all(p.is_file() and p.stat().st_size > 0 for p in paths.values())
+    md = paths["md"].read_text()
+    assert "OTTER" in md and "wins 1, ties 1" in md
+    assert pd.read_csv(paths["tally"]).shape[0] == 3

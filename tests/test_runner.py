@@ -1,0 +1,76 @@
+"""The papermill runner: plan, idempotent skipping, and failure reporting."""
+import json
+
+import nbformat
+import pytest
+
+from otterlib import runner
+from otterlib.config import load_profile
+
+
+def _notebook(path, source):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('profile = "smoke"\noverrides = {}\nforce = False')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(source)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def test_plan_orders_stages_and_covers_settings_times_methods(tmp_path):
+    profile = load_profile("smoke", {"results_dir": str(tmp_path)})
+    steps = runner.plan(profile)
+    names = [s.notebook for s in steps]
+    n_runs = len(profile.settings) * len(profile.methods)
+    assert names == (["00_setup", "01_download_cc3m", "02_prepare_eval_sets"] + ["03_train"] * n_runs
+                     + ["04_evaluate"] * (n_runs + len(profile.eval.references)) + ["05_results"])
+    train = [s for s in steps if s.notebook == "03_train"]
+    assert train[0].output == tmp_path / "smoke" / "lite0-minilm" / "infonce" / "03_train.ipynb"
+    assert {(s.parameters["setting"], s.parameters["method"]) for s in train} == \
+        {(s.name, m) for s in profile.settings for m in profile.methods}
+    assert [s.notebook for s in runner.plan(profile, only={"05"})] == ["05_results"]
+
+
+def test_paper_plan_includes_the_clip_reference(tmp_path):
+    steps = runner.plan(load_profile("paper", {"results_dir": str(tmp_path)}))
+    refs = [s for s in steps if s.parameters.get("reference")]
+    assert [s.parameters["reference"] for s in refs] == ["clip_rn50"]
+
+
+def test_run_skips_steps_whose_outputs_exist(tmp_path, monkeypatch):
+    profile = load_profile("smoke", {"results_dir": str(tmp_path)})
+    run_dir = profile.run_dir("lite0-minilm", "otter")
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.json").write_text("{}")
+    executed = []
+    monkeypatch.setattr(runner, "execute", lambda step, force: executed.append(step))
+    lines = []
+    assert runner.run("smoke", {"results_dir": str(tmp_path)}, only={"03"}, echo=lines.append) == 0
+    assert len(executed) == len(profile.settings) * len(profile.methods) - 1
+    assert any("lite0-minilm/otter]: outputs exist, skipped" in line for line in lines)
+    executed.clear()
+    runner.run("smoke", {"results_dir": str(tmp_path)}, only={"03"}, force=True, echo=lines.append)
+    assert len(executed) == len(profile.settings) * len(profile.methods)
+
+
+@pytest.mark.slow
+def test_failure_names_notebook_parameters_and_executed_copy(tmp_path, monkeypatch):
+    nb_dir = tmp_path / "notebooks"
+    nb_dir.mkdir()
+    _notebook(nb_dir / "00_setup.ipynb", "print('fine')")
+    _notebook(nb_dir / "01_download_cc3m.ipynb", "raise ValueError('the shard server is gone')")
+    _notebook(nb_dir / "02_prepare_eval_sets.ipynb", "print('never reached')")
+    monkeypatch.setattr(runner, "NOTEBOOK_DIR", nb_dir)
+    out = tmp_path / "results"
+    lines = []
+    code = runner.run("smoke", {"results_dir": str(out)}, only={"00", "01", "02"}, echo=lines.append)
+    text = "\n".join(lines)
+    assert code == 1
+    executed = out / "smoke" / "01_download_cc3m.ipynb"
+    assert "notebook 01_download_cc3m.ipynb failed" in text
+    assert f"executed copy with the traceback: {executed}" in text
+    assert '"profile": "smoke"' in text and "ValueError: the shard server is gone" in text
+    assert "02_prepare_eval_sets" not in text.split("FAILED")[1].split("error:")[0]
+    assert not (out / "smoke" / "02_prepare_eval_sets.ipynb").exists()
+    tb = json.dumps(nbformat.read(executed, as_version=4).cells[-1].outputs)
+    assert "the shard server is gone" in tb
