@@ -142,6 +142,8 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 512
     """Global batch (all processes together)."""
+    optimizer: str = "sgd"
+    """``sgd`` (the paper: SGD with ``momentum``) or ``adamw`` (a named deviation for short CPU runs)."""
     lr: float = 3e-3
     momentum: float = 0.9
     weight_decay: float = 0.0

@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch import nn
 
 from otterlib import checkpoint as ckpt_io
-from otterlib.config import RunConfig, save_yaml
+from otterlib.config import RunConfig, TrainConfig, save_yaml
 from otterlib import layout
 from otterlib.data.loader import build_eval_pairs_loader, build_train_loader, steps_per_epoch_from_manifest
 from otterlib.data.transforms import eval_transform, train_transform
@@ -94,6 +94,16 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def create_optimizer(params: list[nn.Parameter], t: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum (the paper) or AdamW; weight decay applies to every parameter (the official code,
+    with wd = 0, has a single parameter group)."""
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    raise ValueError(f"train.optimizer must be sgd or adamw, got {t.optimizer!r}")
 
 
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -169,10 +179,11 @@ def train(cfg: RunConfig, *, progress: bool = True, stop_after_steps: int | None
     teacher = EMATeacher(model, decay=cfg.loss.ema_decay) if loss_fn.needs_teacher else None
     module = StudentWithLoss(model, loss_fn)
     if world > 1:
-        module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        if device.type == "cuda":  # the official code's SyncBN; PyTorch has no CPU SyncBatchNorm (BN stays per rank)
+            module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
         module = nn.parallel.DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
     params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=t_cfg.lr, momentum=t_cfg.momentum, weight_decay=t_cfg.weight_decay)
+    optimizer = create_optimizer(params, t_cfg)
     amp_dtype = _autocast_dtype(t_cfg.precision, device)
 
     train_manifest = layout.manifest_path(cfg.data, "train")
@@ -247,12 +258,14 @@ def train(cfg: RunConfig, *, progress: bool = True, stop_after_steps: int | None
                 ckpt_io.save_atomic({"model": student, **meta}, ckpt_io.checkpoint_dir(run_dir) / ckpt_io.BEST)
         _save_latest(latest, module, teacher, optimizer, state, cfg, is_main)
     bar.close()
+    checksums = _rank_checksums(_unwrap(module).model, world)
     metrics = {}
     if is_main:
         last_val = _last_val(run_dir)
         metrics = {"method": cfg.method, "setting": cfg.setting, "profile": cfg.profile,
                    "config_hash": cfg.config_hash(), "git": git_sha(), "epochs": t_cfg.epochs,
-                   "global_steps": state["global_step"], "world_size": world, "val_last": last_val,
+                   "global_steps": state["global_step"], "world_size": world, "rank_param_checksums": checksums,
+                   "val_last": last_val,
                    "best": state["best"], "scales": loss_fn.scales(), "train_wall_s": time.time() - t_start}
         tmp = run_dir / "metrics.json.tmp"
         tmp.write_text(json.dumps(metrics, indent=2))
@@ -275,7 +288,7 @@ def _train_step(module: nn.Module, teacher: EMATeacher | None, optimizer: torch.
                 teacher_img, teacher_txt = teacher.module(images, captions)
         terms = module(images, captions, teacher_img, teacher_txt)
     if not all(torch.isfinite(v).all() for v in terms.values()):
-        values = {k: float(v) for k, v in terms.items()}
+        values = {k: float(v.detach()) for k, v in terms.items()}
         raise NonFiniteLossError(f"non-finite loss at epoch {epoch} step {step} (global step {global_step}): "
                                  f"{values}; latest.pt holds the last good state")
     optimizer.zero_grad(set_to_none=True)
@@ -284,6 +297,16 @@ def _train_step(module: nn.Module, teacher: EMATeacher | None, optimizer: torch.
         torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
     optimizer.step()
     return {k: v.detach() for k, v in terms.items()}
+
+
+def _rank_checksums(model: nn.Module, world: int) -> list[float]:
+    """Sum of every student parameter (float64) on each rank: equal values mean the ranks stayed in sync."""
+    local = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1)
+    if world == 1:
+        return [local.item()]
+    gathered = [torch.zeros_like(local) for _ in range(world)]
+    dist.all_gather(gathered, local.to(next(model.parameters()).device))
+    return [g.item() for g in gathered]
 
 
 def _unwrap(module: nn.Module) -> StudentWithLoss:

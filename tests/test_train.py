@@ -1,0 +1,153 @@
+"""Trainer: every method learns on a fixed batch, kill-and-resume equality, NaN guard, torchrun DDP."""
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from otterlib import checkpoint as ckpt_io
+from otterlib.config import DataConfig, LossConfig, ModelConfig, RunConfig, TrainConfig, save_yaml
+from otterlib.ema import EMATeacher
+from otterlib.losses import create_loss
+from otterlib.models import create_model
+from otterlib.train import NonFiniteLossError, StudentWithLoss, _train_step, loss_kwargs, train
+
+METHODS = ["infonce", "label_smoothing", "kd", "otter"]
+TINY = ModelConfig(image_encoder="tiny_cnn", text_encoder="tiny_bert", embed_dim=32, pretrained=False,
+                   max_text_tokens=16)
+
+
+def run_config(tmp_path: Path, data_root: Path, method: str = "otter", **train) -> RunConfig:
+    t = TrainConfig(epochs=2, batch_size=16, lr=0.05, precision="fp32", device="cpu", num_workers=0,
+                    shuffle_buffer=32, image_size=32, log_every=1, channels_last=False, seed=3)
+    return RunConfig(profile="test", setting="tiny", method=method, model=TINY,
+                     train=dataclasses.replace(t, **train), loss=LossConfig(),
+                     data=DataConfig(source="synthetic", root=str(data_root)), run_dir=str(tmp_path / method),
+                     offline=True)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_overfits_a_fixed_batch(method):
+    """60 steps of the trainer's step (EMA update, teacher forward, loss, backward, update) on one batch.
+
+    AdamW makes the test fast; the paper's SGD needs far more steps from a random init."""
+    torch.manual_seed(0)
+    cfg = RunConfig(profile="t", setting="t", method=method, model=TINY, train=TrainConfig(), loss=LossConfig(),
+                    data=DataConfig(), run_dir="unused")
+    model = create_model(TINY)
+    loss = create_loss(method, **loss_kwargs(cfg))
+    module = StudentWithLoss(model, loss)
+    teacher = EMATeacher(model) if loss.needs_teacher else None
+    opt = torch.optim.AdamW(module.parameters(), lr=1e-3, weight_decay=0.0)
+    images = torch.randn(12, 3, 32, 32)
+    words = "apple river stone cloud tiger violin carpet meadow engine harbor pencil garden".split()
+    captions = [f"a photo of a {w}" for w in words]
+    teacher_before = {k: v.clone() for k, v in teacher.module.state_dict().items()} if teacher else None
+    losses = [float(_train_step(module, teacher, opt, images, captions, None, None, i, 0, i)["loss"])
+              for i in range(60)]
+    assert losses[-1] < 0.5 * losses[0], losses[::10]
+    if teacher is not None:  # the EMA teacher moved with the student but received no gradient
+        assert teacher.num_updates == 60
+        assert any(not torch.equal(v, teacher.module.state_dict()[k]) for k, v in teacher_before.items())
+        assert all(p.grad is None for p in teacher.module.parameters())
+
+
+def _params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, tiny_data_root):
+    full = run_config(tmp_path / "a", tiny_data_root, checkpoint_every_steps=2)
+    result = train(full, progress=False)
+    assert result.metrics["global_steps"] == 12  # 2 epochs x floor(96 / 16)
+
+    killed = run_config(tmp_path / "b", tiny_data_root, checkpoint_every_steps=2)
+    partial = train(killed, progress=False, stop_after_steps=9)  # dies in epoch 2, 1 step after a checkpoint
+    assert partial.metrics == {"stopped_after_steps": 9}
+    latest = ckpt_io.load(Path(killed.run_dir) / "checkpoints" / "latest.pt")
+    assert (latest["epoch"], latest["step_in_epoch"], latest["global_step"]) == (1, 2, 8)
+    assert latest["teacher"]["num_updates"] == 8
+    resumed = train(killed, progress=False)
+    assert resumed.metrics["global_steps"] == 12
+
+    a = ckpt_io.load(Path(full.run_dir) / "checkpoints" / "latest.pt")
+    b = ckpt_io.load(Path(killed.run_dir) / "checkpoints" / "latest.pt")
+    for part in ("model", "loss"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs after resume"
+    for k in a["teacher"]["module"]:
+        assert torch.equal(a["teacher"]["module"][k], b["teacher"]["module"][k]), f"teacher.{k} differs"
+    assert a["teacher"]["num_updates"] == b["teacher"]["num_updates"] == 12
+
+
+def test_run_folder_contract(tmp_path, tiny_data_root):
+    cfg = run_config(tmp_path, tiny_data_root, method="kd", epochs=1)
+    train(cfg, progress=False)
+    run = Path(cfg.run_dir)
+    assert RunConfig.from_dict(__import__("yaml").safe_load((run / "config.yaml").read_text())) == cfg
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "step" in r and "event" not in r]
+    assert len(steps) == 6 and {"loss", "contrastive", "distill", "lr", "samples_per_s", "data_time_s",
+                                "logit_scale", "distill_logit_scale"} <= set(steps[0])
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0.0 <= metrics["val_last"]["mean_r@1"] <= 1.0 and metrics["val_last"]["n"] == 32
+    assert metrics["best"]["epoch"] == 1 and metrics["config_hash"] == cfg.config_hash()
+    for name in ("epoch_001.pt", "best.pt", "latest.pt"):
+        assert (run / "checkpoints" / name).is_file()
+    model = create_model(TINY)
+    meta = ckpt_io.load_student_weights(model, run / "checkpoints" / "best.pt")
+    assert meta["epoch"] == 1 and meta["method"] == "kd"
+
+
+def test_cosine_schedule_is_stepped_per_epoch(tmp_path, tiny_data_root):
+    cfg = run_config(tmp_path, tiny_data_root, method="infonce", epochs=2, lr=0.04)
+    train(cfg, progress=False)
+    rows = [json.loads(line) for line in (Path(cfg.run_dir) / "log.jsonl").read_text().splitlines()]
+    lrs = {r["epoch"]: r["lr"] for r in rows if "lr" in r}
+    assert lrs == {0: pytest.approx(0.04), 1: pytest.approx(0.02)}  # 0.5 * lr * (1 + cos(pi * e / 2))
+
+
+def test_non_finite_loss_stops_with_the_step_and_terms_and_keeps_latest(tmp_path, tiny_data_root, monkeypatch):
+    cfg = run_config(tmp_path, tiny_data_root, method="infonce", checkpoint_every_steps=2)
+    train(cfg, progress=False, stop_after_steps=3)
+    latest = Path(cfg.run_dir) / "checkpoints" / "latest.pt"
+    before = latest.read_bytes()
+    from otterlib import losses
+
+    original = losses.InfoNCE.forward
+
+    def poisoned(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        return {k: v * float("nan") for k, v in out.items()}
+
+    monkeypatch.setattr(losses.InfoNCE, "forward", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 0 step 2 .*'contrastive': nan"):
+        train(cfg, progress=False)
+    assert latest.read_bytes() == before
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_torchrun_two_gloo_processes_keep_identical_weights(tmp_path, tiny_data_root):
+    cfg = run_config(tmp_path, tiny_data_root, method="otter", epochs=1, nproc=2)
+    save_yaml(cfg.to_dict(), tmp_path / "config.yaml")
+    torchrun = Path(sys.executable).parent / "torchrun"
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([str(torchrun), "--nnodes=1", "--nproc_per_node=2", f"--master_port={_free_port()}",
+                           "-m", "otterlib.train", "--config", str(tmp_path / "config.yaml"), "--no-progress"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    metrics = json.loads((Path(cfg.run_dir) / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["global_steps"] == 6  # floor(96 / (8 per rank x 2 ranks))
+    a, b = metrics["rank_param_checksums"]
+    assert a == b
