@@ -36,7 +36,8 @@ ensure_venv() {
 
 ensure_venv
 # Offline-safe defaults (a profile with offline: true also sets the hub switches).
-export NO_ALBUMENTATIONS_UPDATE=1 WANDB_MODE=disabled MPLBACKEND=Agg TOKENIZERS_PARALLELISM=false
+# (No MPLBACKEND here: notebook kernels need matplotlib's inline backend; library code picks Agg itself.)
+export NO_ALBUMENTATIONS_UPDATE=1 WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false
 export no_proxy="127.0.0.1,localhost${no_proxy:+,$no_proxy}"
 export PATH="$PWD/$VENV/bin:$PATH"
 

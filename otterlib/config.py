@@ -81,6 +81,8 @@ class EvalSetConfig:
     """``goi`` (Open Images V6 test) or ``in10k`` (Tencent ML-Images val)."""
     metadata_dir: str = "data/eval"
     images_dir: str = "data/eval/images"
+    download_images: bool = False
+    """GOI only: download missing test images from the official image list with img2dataset."""
 
 
 @dataclass

@@ -60,8 +60,9 @@ class EMATeacher:
             )
         self.num_updates += 1
         decay = self.decay_at(self.num_updates, self.decay)
-        for name, t_param in teacher_params.items():
-            t_param.lerp_(student_params[name].detach(), 1.0 - decay)
+        names = list(teacher_params)
+        torch._foreach_lerp_([teacher_params[n] for n in names], [student_params[n].detach() for n in names],
+                             1.0 - decay)  # one fused kernel per device/dtype group instead of one per tensor
         return decay
 
     def state_dict(self) -> dict[str, Any]:

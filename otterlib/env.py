@@ -21,7 +21,6 @@ OFFLINE_ENV: dict[str, str] = {
     "WANDB_MODE": "disabled",
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
-    "MPLBACKEND": "Agg",
     "no_proxy": "127.0.0.1,localhost",
     "TOKENIZERS_PARALLELISM": "false",
 }

@@ -61,14 +61,15 @@ def eval_sets_ready(profile: Profile) -> bool:
 # results/<profile>/...
 
 
-def eval_rows_path(run_dir: Path) -> Path:
-    """JSON-lines eval rows of one run or reference model (one row per eval set)."""
-    return Path(run_dir) / "eval.jsonl"
+def eval_rows_path(run_dir: Path, mode: str = "paper") -> Path:
+    """JSON-lines eval rows of one run or reference model (one row per eval set): ``eval.jsonl`` for the
+    paper protocol, ``eval_clean.jsonl`` for the clean one."""
+    return Path(run_dir) / ("eval.jsonl" if mode == "paper" else f"eval_{mode}.jsonl")
 
 
-def hits_path(run_dir: Path, eval_set: str) -> Path:
+def hits_path(run_dir: Path, eval_set: str, mode: str = "paper") -> Path:
     """Per-image hit vectors (``.npz``, one boolean array per k) for bootstrap confidence intervals."""
-    return Path(run_dir) / f"hits_{eval_set}.npz"
+    return Path(run_dir) / (f"hits_{eval_set}.npz" if mode == "paper" else f"hits_{eval_set}_{mode}.npz")
 
 
 def reference_dir(profile: Profile, reference: str) -> Path:

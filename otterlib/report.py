@@ -40,8 +40,21 @@ def read_rows(paths: Iterable[Path]) -> pd.DataFrame:
 
 
 def collect_rows(results_root: Path) -> pd.DataFrame:
-    """All eval rows under ``results/<profile>`` (trained runs and reference models)."""
-    return read_rows(sorted(Path(results_root).rglob("eval.jsonl")))
+    """All eval rows under ``results/<profile>`` (trained runs and reference models, every protocol mode)."""
+    return read_rows(sorted(Path(results_root).rglob("eval*.jsonl")))
+
+
+def eval_set_summary(results_root: Path, mode: str = "paper") -> pd.DataFrame:
+    """Candidate-set size, images and label cardinality of each eval set, as the eval rows recorded them."""
+    seen = {}
+    for path in sorted(Path(results_root).rglob("eval*.jsonl")):
+        for line in path.read_text().splitlines():
+            row = json.loads(line) if line.strip() else None
+            if row and row.get("mode", "paper") == mode:
+                seen[row["dataset"]] = {"mode": mode, "candidate classes": row["n_classes"],
+                                        "images": row["n_images"],
+                                        "labels per image": round(row["label_cardinality"], 2)}
+    return pd.DataFrame.from_dict(seen, orient="index")
 
 
 def read_published(path: Path = PUBLISHED_CSV) -> pd.DataFrame:
@@ -95,7 +108,9 @@ def tally(rows: pd.DataFrame, method: str = "otter", baselines: Sequence[str] = 
         out.append({"setting": setting, "eval_set": eval_set, "metric": metric, method: round(values[method], 2),
                     "best_baseline": best, "best_baseline_value": round(values[best], 2),
                     "diff_points": round(diff, 2), "outcome": outcome})
-    return pd.DataFrame(out)
+    order = {m: i for i, m in enumerate(metrics)}
+    return pd.DataFrame(out).sort_values(["setting", "eval_set", "metric"], key=lambda c: c.map(order)
+                                         if c.name == "metric" else c, ignore_index=True) if out else pd.DataFrame(out)
 
 
 def tally_summary(t: pd.DataFrame) -> str:
@@ -159,7 +174,7 @@ def plot_comparison(rows: pd.DataFrame, path: Path, metrics: Sequence[str] = TAB
     return path
 
 
-def write_tables(rows: pd.DataFrame, out_dir: Path, tie_tol: float = 0.1) -> dict[str, Path]:
+def write_tables(rows: pd.DataFrame, out_dir: Path, tie_tol: float = 0.1, title: str = "") -> dict[str, Path]:
     """Write ``comparison.{csv,md}``, ``tally.csv`` and ``comparison.png``; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     table = comparison_table(rows)
@@ -170,6 +185,7 @@ def write_tables(rows: pd.DataFrame, out_dir: Path, tie_tol: float = 0.1) -> dic
     t.to_csv(paths["tally"], index=False)
     flat = table.copy()
     flat.columns = [" ".join(c) for c in flat.columns]
-    paths["md"].write_text(f"{flat.to_markdown()}\n\n{tally_summary(t)}\n")
+    heading = f"# Zero-shot flat hit@k (%){': ' + title if title else ''}\n\n"
+    paths["md"].write_text(f"{heading}{flat.to_markdown()}\n\n{tally_summary(t)}\n")
     plot_comparison(rows, paths["plot"])
     return paths

@@ -75,11 +75,11 @@ def plan(profile: Profile, overrides: dict[str, Any] | None = None, only: set[st
     for setting, method in runs:
         run_dir = profile.run_dir(setting, method)
         steps.append(Step("04_evaluate", run_dir / "04_evaluate.ipynb", base | {"setting": setting, "method": method},
-                          done=lambda d=run_dir: layout.eval_rows_path(d).is_file()))
+                          done=lambda d=run_dir: layout.eval_rows_path(d, profile.eval.mode).is_file()))
     for ref in profile.eval.references:
         ref_dir = layout.reference_dir(profile, ref)
         steps.append(Step("04_evaluate", ref_dir / "04_evaluate.ipynb", base | {"reference": ref},
-                          done=lambda d=ref_dir: layout.eval_rows_path(d).is_file()))
+                          done=lambda d=ref_dir: layout.eval_rows_path(d, profile.eval.mode).is_file()))
     steps.append(Step("05_results", root / "05_results.ipynb", dict(base)))
     if only:
         steps = [s for s in steps if any(s.notebook.startswith(o) for o in only)]

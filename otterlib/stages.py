@@ -84,9 +84,7 @@ def prepare_training_data(profile: Profile, force: bool = False) -> dict[str, An
             tsv = Path(given) if given else root / name
             if not tsv.is_file():
                 cc3m.fetch_cc3m_tsv(tsv, url=url)
-            max_rows = data.max_train_samples if split == "train" else None
-            n_rows = min(_count_lines(tsv), max_rows or float("inf"))
-            cc3m.preflight(layout.shard_dir(data, split), int(n_rows))  # prints its warnings; raises on no disk
+            max_rows = data.max_train_samples if split == "train" else None  # download_cc3m runs the preflight
             summaries[split] = cc3m.download_cc3m(tsv, layout.shard_dir(data, split), max_rows=max_rows, **options)
         return summaries
     if data.source == "webdataset":
@@ -97,11 +95,6 @@ def prepare_training_data(profile: Profile, force: bool = False) -> dict[str, An
         summaries["val"] = cc3m.download_cc3m(val_tsv, layout.shard_dir(data, "val"), **options)
         return summaries
     raise ValueError(f"data.source must be synthetic, cc3m or webdataset, got {data.source!r}")
-
-
-def _count_lines(path: Path) -> int:
-    with path.open("rb") as f:
-        return sum(1 for _ in f)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -121,6 +114,8 @@ def prepare_eval_sets(profile: Profile, force: bool = False) -> pd.DataFrame:
             _write_synthetic_eval_set(profile, set_cfg)
         else:
             _fetch_eval_metadata(set_cfg)
+        if set_cfg.download_images:
+            _download_goi_images(set_cfg)
         summary = load_eval_set(set_cfg, mode="paper").summary()
         marker.write_text(json.dumps(summary, indent=2))
         rows.append(summary)
@@ -154,6 +149,20 @@ def _fetch_eval_metadata(set_cfg: EvalSetConfig) -> None:
         raise ValueError(f"unknown eval set {set_cfg.name!r}; known: {sorted(EVAL_METADATA)}")
     for name in EVAL_METADATA[set_cfg.name]:
         fetch_metadata(name, layout.eval_set_dir(set_cfg))
+
+
+def _download_goi_images(set_cfg: EvalSetConfig) -> dict[str, int]:
+    from otterlib.data.evalsets import fetch_metadata
+    from otterlib.data.goi_images import download_goi_images
+
+    if set_cfg.name != "goi":
+        raise ValueError(f"download_images is only available for goi (Open Images); {set_cfg.name!r} images come "
+                         "from a local folder (IN10K: your ImageNet-21k copy)")
+    image_list = fetch_metadata("goi_test_image_list", layout.eval_set_dir(set_cfg))
+    wanted = load_eval_set(set_cfg).image_ids
+    counts = download_goi_images(image_list, layout.eval_images_dir(set_cfg), image_ids=wanted)
+    print(f"Open Images test images: {counts}")
+    return counts
 
 
 def load_eval_set(set_cfg: EvalSetConfig, mode: str = "paper"):
@@ -257,13 +266,13 @@ def evaluate_run(profile: Profile, setting: str | None = None, method: str | Non
                                     ks=tuple(profile.eval.ks), batch_size=profile.eval.batch_size,
                                     num_workers=profile.eval.num_workers, device=device,
                                     chunk_size=profile.eval.chunk_size, mode=mode)
-        np.savez_compressed(layout.hits_path(out_dir, set_cfg.name),
+        np.savez_compressed(layout.hits_path(out_dir, set_cfg.name, mode),
                             **{f"k{k}": np.asarray(v, dtype=bool) for k, v in result.hits.items()})
         rows.append(result.to_row(**provenance, profile=profile.name, templates=profile.eval.templates,
                                   n_images_missing=eval_set.info.get("n_dropped_missing", 0), git=git_sha(),
                                   eval_seconds=round(time.time() - t0, 2),
                                   created=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
-    write_eval_rows(layout.eval_rows_path(out_dir), rows)
+    write_eval_rows(layout.eval_rows_path(out_dir, mode), rows)
     return rows
 
 
@@ -275,13 +284,16 @@ def build_results(profile: Profile) -> dict[str, Any]:
     """Collect every eval row of the profile, write the comparison table, tally and plot; returns them."""
     from otterlib import report
 
-    rows = report.collect_rows(profile.results_root)
+    mode = profile.eval.mode
+    all_rows = report.collect_rows(profile.results_root)
+    rows = all_rows[all_rows["mode"] == mode]
     if rows.empty:
-        raise FileNotFoundError(f"no eval.jsonl under {profile.results_root}; run 04_evaluate first")
-    paths = report.write_tables(rows, layout.tables_dir(profile))
+        raise FileNotFoundError(f"no {mode}-mode eval rows under {profile.results_root}; run 04_evaluate first")
+    paths = report.write_tables(rows, layout.tables_dir(profile), title=f"{profile.name} profile, {mode} protocol")
     tally = report.tally(rows)
     return {"rows": rows, "table": report.comparison_table(rows), "tally": tally,
-            "summary": report.tally_summary(tally), "paths": paths}
+            "summary": report.tally_summary(tally), "paths": paths,
+            "eval_sets": report.eval_set_summary(profile.results_root, mode)}
 
 
 def bootstrap_table(profile: Profile, k: int = 1, n_boot: int = 1000) -> pd.DataFrame:
@@ -293,7 +305,7 @@ def bootstrap_table(profile: Profile, k: int = 1, n_boot: int = 1000) -> pd.Data
     for s in profile.settings:
         for m in profile.methods:
             for set_cfg in profile.eval.sets:
-                path = layout.hits_path(profile.run_dir(s.name, m), set_cfg.name)
+                path = layout.hits_path(profile.run_dir(s.name, m), set_cfg.name, profile.eval.mode)
                 if path.is_file():
                     hits[(s.name, m, set_cfg.name)] = np.load(path)[f"k{k}"]
     rows = []

@@ -60,8 +60,8 @@ class StudentWithLoss(nn.Module):
         self.model = model
         self.loss = loss
 
-    def forward(self, images: torch.Tensor, captions: list[str], teacher_img: torch.Tensor | None,
-                teacher_txt: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor, captions: list[str] | dict[str, torch.Tensor],
+                teacher_img: torch.Tensor | None, teacher_txt: torch.Tensor | None) -> dict[str, torch.Tensor]:
         img, txt = self.model(images, captions)
         return self.loss(img, txt, teacher_img, teacher_txt)
 
@@ -278,15 +278,17 @@ def train(cfg: RunConfig, *, progress: bool = True, stop_after_steps: int | None
 def _train_step(module: nn.Module, teacher: EMATeacher | None, optimizer: torch.optim.Optimizer,
                 images: torch.Tensor, captions: list[str], amp_dtype: torch.dtype | None,
                 grad_clip: float | None, global_step: int, epoch: int, step: int) -> dict[str, torch.Tensor]:
-    """EMA update, teacher forward (no grad), student forward, finite check, backward, optimizer step."""
+    """Tokenize once, EMA update, teacher forward (no grad), student forward, finite check, backward, step."""
     teacher_img = teacher_txt = None
+    student = _unwrap(module).model
+    tokens = {k: v.to(images.device, non_blocking=True) for k, v in student.tokenize(captions).items()}
     if teacher is not None:
-        teacher.update(_unwrap(module).model)
+        teacher.update(student)
     with torch.autocast(images.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         if teacher is not None:
             with torch.no_grad():
-                teacher_img, teacher_txt = teacher.module(images, captions)
-        terms = module(images, captions, teacher_img, teacher_txt)
+                teacher_img, teacher_txt = teacher.module(images, tokens)
+        terms = module(images, tokens, teacher_img, teacher_txt)
     if not all(torch.isfinite(v).all() for v in terms.values()):
         values = {k: float(v.detach()) for k, v in terms.items()}
         raise NonFiniteLossError(f"non-finite loss at epoch {epoch} step {step} (global step {global_step}): "

@@ -7,6 +7,7 @@ import pytest
 from otterlib.env import OFFLINE_ENV
 
 os.environ.update(OFFLINE_ENV)
+os.environ.setdefault("MPLBACKEND", "Agg")
 
 SHARED_METADATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "otter-metadata"
 

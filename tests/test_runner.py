@@ -63,7 +63,8 @@ def test_failure_names_notebook_parameters_and_executed_copy(tmp_path, monkeypat
     monkeypatch.setattr(runner, "NOTEBOOK_DIR", nb_dir)
     out = tmp_path / "results"
     lines = []
-    code = runner.run("smoke", {"results_dir": str(out)}, only={"00", "01", "02"}, echo=lines.append)
+    overrides = {"results_dir": str(out), "data.root": str(tmp_path / "data")}  # nothing is "done" yet
+    code = runner.run("smoke", overrides, only={"00", "01", "02"}, echo=lines.append)
     text = "\n".join(lines)
     assert code == 1
     executed = out / "smoke" / "01_download_cc3m.ipynb"

@@ -513,7 +513,7 @@ def preflight(output_dir: str | Path, n_rows: int, expected_bytes_per_image: flo
 # Download
 
 
-def _run_img2dataset(kwargs: dict[str, Any], log_path: Path, verbose: bool) -> None:
+def run_img2dataset(kwargs: dict[str, Any], log_path: Path, verbose: bool) -> None:
     """Run ``img2dataset.download(**kwargs)`` in a child process, relaying its output (see module docstring)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # line-by-line output through the pipe; offline vars set above
     code = "import json, sys; from img2dataset import download; download(**json.loads(sys.argv[1]))"
@@ -583,7 +583,7 @@ def download_cc3m(tsv_path: str | Path, output_dir: str | Path, **options: Any) 
     request_path.write_text(json.dumps(request, indent=2), encoding="utf-8")
     (out / MANIFEST_NAME).unlink(missing_ok=True)  # img2dataset would parse it as a shard's stats file
 
-    _run_img2dataset(opts.img2dataset_kwargs(urls_path, out), source_dir / "download.log", opts.verbose)
+    run_img2dataset(opts.img2dataset_kwargs(urls_path, out), source_dir / "download.log", opts.verbose)
 
     summary = read_download_stats(out)
     _write_manifest(summary, source={k: request[k] for k in ("tsv_path", "sha256", "n_rows")},

@@ -1,6 +1,8 @@
 """The dual encoder trained by every method: image and text encoders projected to one unit sphere."""
 from __future__ import annotations
 
+from typing import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,11 +31,16 @@ class ImageTextModel(nn.Module):
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.image_proj(self.image_encoder(images)), dim=-1)
 
-    def encode_text(self, captions: list[str]) -> torch.Tensor:
+    def tokenize(self, captions: list[str]) -> dict[str, torch.Tensor]:
+        """Token ids and attention mask (B, T) each; tokenize a batch once when several models read it."""
+        return self.text_encoder.tokenize(captions)
+
+    def encode_text(self, captions: list[str] | Mapping[str, torch.Tensor]) -> torch.Tensor:
         return F.normalize(self.text_proj(self.text_encoder(captions)), dim=-1)
 
-    def forward(self, images: torch.Tensor, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (image embeddings (B, D), text embeddings (B, D))."""
+    def forward(self, images: torch.Tensor, captions: list[str] | Mapping[str, torch.Tensor]
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (B, 3, H, W) and B captions (or their tokens) -> (image (B, D), text (B, D)) embeddings."""
         return self.encode_image(images), self.encode_text(captions)
 
 

