@@ -1,21 +1,17 @@
 """Trainer: every method learns on a fixed batch, kill-and-resume equality, NaN guard, torchrun DDP."""
 import dataclasses
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from otterlib import checkpoint as ckpt_io
-from otterlib.config import DataConfig, LossConfig, ModelConfig, RunConfig, TrainConfig, save_yaml
+from otterlib.config import DataConfig, LossConfig, ModelConfig, RunConfig, TrainConfig
 from otterlib.ema import EMATeacher
 from otterlib.losses import create_loss
 from otterlib.models import create_model
-from otterlib.train import NonFiniteLossError, StudentWithLoss, _train_step, loss_kwargs, train
+from otterlib.train import NonFiniteLossError, StudentWithLoss, _train_step, loss_kwargs, run_training, train
 
 METHODS = ["infonce", "label_smoothing", "kd", "otter"]
 TINY = ModelConfig(image_encoder="tiny_cnn", text_encoder="tiny_bert", embed_dim=32, pretrained=False,
@@ -131,23 +127,16 @@ def test_non_finite_loss_stops_with_the_step_and_terms_and_keeps_latest(tmp_path
     assert latest.read_bytes() == before
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
-def test_torchrun_two_gloo_processes_keep_identical_weights(tmp_path, tiny_data_root):
+def test_two_process_run_goes_through_torchrun_and_keeps_ranks_identical(tmp_path, tiny_data_root, monkeypatch):
+    """The notebook path: nproc > 1 launches ``torchrun -m otterlib.train`` (gloo on CPU) and streams its log."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     cfg = run_config(tmp_path, tiny_data_root, method="otter", epochs=1, nproc=2)
-    save_yaml(cfg.to_dict(), tmp_path / "config.yaml")
-    torchrun = Path(sys.executable).parent / "torchrun"
-    env = os.environ | {"OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([str(torchrun), "--nnodes=1", "--nproc_per_node=2", f"--master_port={_free_port()}",
-                           "-m", "otterlib.train", "--config", str(tmp_path / "config.yaml"), "--no-progress"],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    metrics = json.loads((Path(cfg.run_dir) / "metrics.json").read_text())
+    lines = []
+    result = run_training(cfg, echo=lines.append)
+    assert lines[0].startswith("$ ") and "--nproc_per_node=2" in lines[0] and "-m otterlib.train" in lines[0]
+    metrics = result.metrics
     assert metrics["world_size"] == 2 and metrics["global_steps"] == 6  # floor(96 / (8 per rank x 2 ranks))
     a, b = metrics["rank_param_checksums"]
     assert a == b
+    assert (Path(cfg.run_dir) / "config.yaml").is_file() and (Path(cfg.run_dir) / "checkpoints" / "best.pt").is_file()
