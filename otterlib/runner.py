@@ -170,7 +170,8 @@ def _parse_override(text: str) -> tuple[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="run_all.sh", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="smoke", help="profile name in data/profiles (default: smoke)")
-    parser.add_argument("--force", action="store_true", help="redo steps whose outputs exist")
+    parser.add_argument("--force", action="store_true",
+                        help="redo steps whose outputs exist (01 then downloads again: combine with --only)")
     parser.add_argument("--only", action="append", metavar="PREFIX",
                         help="run only notebooks starting with PREFIX (e.g. 03 or 05_results); repeatable")
     parser.add_argument("--set", action="append", default=[], type=_parse_override, metavar="KEY=VALUE",

@@ -196,7 +196,7 @@ def train(cfg: RunConfig, *, progress: bool = True, stop_after_steps: int | None
     state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best": None}
     latest = ckpt_io.checkpoint_dir(run_dir) / ckpt_io.LATEST
     if latest.is_file():
-        state = _restore(latest, module, teacher, optimizer, device)
+        state = _restore(latest, module, teacher, optimizer, device, cfg.config_hash())
     log = RunLog(run_dir / "log.jsonl", is_main)
     log.write(event="start", resumed_from=state if latest.is_file() else None, world_size=world,
               steps_per_epoch=steps_per_epoch, config_hash=cfg.config_hash(), git=git_sha(),
@@ -336,8 +336,12 @@ def _save_latest(path: Path, module: nn.Module, teacher: EMATeacher | None, opti
 
 
 def _restore(path: Path, module: nn.Module, teacher: EMATeacher | None, optimizer: torch.optim.Optimizer,
-             device: torch.device) -> dict[str, Any]:
+             device: torch.device, config_hash: str) -> dict[str, Any]:
     ck = ckpt_io.load(path, map_location=device)
+    if ck["config_hash"] != config_hash:
+        raise ValueError(f"{path} was written with another configuration (hash {ck['config_hash']}, now "
+                         f"{config_hash}); resuming would mix the two. Start over with force=True in 03_train "
+                         f"(./run_all.sh --force), or use another results_dir")
     inner = _unwrap(module)
     inner.model.load_state_dict(ck["model"])
     inner.loss.load_state_dict(ck["loss"])

@@ -81,6 +81,14 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, tiny_data_roo
     assert a["teacher"]["num_updates"] == b["teacher"]["num_updates"] == 12
 
 
+def test_resume_refuses_a_changed_configuration(tmp_path, tiny_data_root):
+    cfg = run_config(tmp_path, tiny_data_root, method="infonce", checkpoint_every_steps=2)
+    train(cfg, progress=False, stop_after_steps=2)
+    changed = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, logit_scale_init=2.0))
+    with pytest.raises(ValueError, match="another configuration"):
+        train(changed, progress=False)
+
+
 def test_run_folder_contract(tmp_path, tiny_data_root):
     cfg = run_config(tmp_path, tiny_data_root, method="kd", epochs=1)
     train(cfg, progress=False)

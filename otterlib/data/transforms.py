@@ -43,28 +43,25 @@ def _check_sizes(image_size: int, resize_size: int | None) -> int:
     return resize
 
 
+def _pipeline(image_size: int, resize_size: int | None, crop: type[T.RandomCrop] | type[T.CenterCrop]) -> T.Compose:
+    resize = _check_sizes(image_size, resize_size)
+    return T.Compose([
+        ConvertRGB(),
+        T.Resize(resize, interpolation=T.InterpolationMode.BICUBIC),
+        crop(image_size),
+        T.ToTensor(),
+        T.Normalize(CLIP_MEAN, CLIP_STD),
+    ])
+
+
 def train_transform(image_size: int = 224, resize_size: int | None = None) -> T.Compose:
     """``PIL image -> (3, image_size, image_size)`` float tensor with a random crop.
 
     The crop position comes from torch's global RNG (the training loader seeds it per sample).
     """
-    resize = _check_sizes(image_size, resize_size)
-    return T.Compose([
-        ConvertRGB(),
-        T.Resize(resize, interpolation=T.InterpolationMode.BICUBIC),
-        T.RandomCrop(image_size),
-        T.ToTensor(),
-        T.Normalize(CLIP_MEAN, CLIP_STD),
-    ])
+    return _pipeline(image_size, resize_size, T.RandomCrop)
 
 
 def eval_transform(image_size: int = 224, resize_size: int | None = None) -> T.Compose:
     """``PIL image -> (3, image_size, image_size)`` float tensor, centre crop (deterministic)."""
-    resize = _check_sizes(image_size, resize_size)
-    return T.Compose([
-        ConvertRGB(),
-        T.Resize(resize, interpolation=T.InterpolationMode.BICUBIC),
-        T.CenterCrop(image_size),
-        T.ToTensor(),
-        T.Normalize(CLIP_MEAN, CLIP_STD),
-    ])
+    return _pipeline(image_size, resize_size, T.CenterCrop)
