@@ -136,7 +136,7 @@ def _write_synthetic_eval_set(profile: Profile, set_cfg: EvalSetConfig) -> None:
 
 
 EVAL_METADATA: dict[str, tuple[str, ...]] = {
-    "goi": ("goi_class_descriptions_v6", "goi_test_image_labels_v6"),
+    "goi": ("goi_class_descriptions_v6", "goi_test_image_labels_v6", "otter_goi_classes"),
     "in10k": ("tencent_dictionary", "tencent_val_list"),
 }
 """Manifest entries (``data/manifests/eval_metadata.json``) each eval set needs."""
@@ -178,7 +178,9 @@ def load_eval_set(set_cfg: EvalSetConfig, mode: str = "paper"):
         descriptions = _first_existing(d, ("oidv6-class-descriptions.csv", "class-descriptions.csv"))
         labels = _first_existing(d, ("test-annotations-human-imagelabels.csv",
                                      "oidv6-test-annotations-human-imagelabels.csv"))
-        eval_set = evalsets.load_goi(descriptions, labels, images)
+        paper_classes = d / "goi_classes.txt"  # the paper's 19,994-name candidate list and class ids, when present
+        eval_set = evalsets.load_goi(descriptions, labels, images,
+                                     class_list=paper_classes if paper_classes.is_file() else None)
     elif set_cfg.name == "in10k":
         eval_set = evalsets.load_tencent_in10k(d / "dictionary_and_semantic_hierarchy.txt",
                                                d / "val_image_id_from_imagenet.txt", images)

@@ -115,3 +115,17 @@ def test_synthetic_in10k_has_row0_quirk_and_ancestor_labels(tmp_path):
             node = parents[node]
         assert ancestors == chain
         assert len(es.class_names[leaf]) == 2  # "red circle, scarlet circle"
+
+
+def test_stage_uses_the_paper_goi_class_list_when_present(tmp_path):
+    from otterlib.config import EvalSetConfig
+    from otterlib.stages import load_eval_set
+
+    files = synthetic.make_synthetic_goi(tmp_path, 20, 32, seed=0)
+    cfg = EvalSetConfig("goi", metadata_dir=str(tmp_path), images_dir=str(files["images_dir"]))
+    by_descriptions = load_eval_set(cfg)
+    (tmp_path / "goi_classes.txt").write_text("Square\nCircle\nHexagon\n")
+    by_paper_list = load_eval_set(cfg)
+    assert by_descriptions.n_classes == len(synthetic.goi_class_names())
+    assert [c[0] for c in by_paper_list.class_names] == ["Square", "Circle", "Hexagon"]
+    assert all(set(labels) <= {0, 1} for labels in by_paper_list.labels)
