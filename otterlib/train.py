@@ -306,8 +306,8 @@ def _rank_checksums(model: nn.Module, world: int) -> list[float]:
     local = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1)
     if world == 1:
         return [local.item()]
-    gathered = [torch.zeros_like(local) for _ in range(world)]
-    dist.all_gather(gathered, local.to(next(model.parameters()).device))
+    gathered = [torch.zeros_like(local) for _ in range(world)]  # on the parameters' device (NCCL needs CUDA)
+    dist.all_gather(gathered, local)
     return [g.item() for g in gathered]
 
 
