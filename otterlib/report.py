@@ -174,6 +174,36 @@ def plot_comparison(rows: pd.DataFrame, path: Path, metrics: Sequence[str] = TAB
     return path
 
 
+def plot_matching(targets: np.ndarray, captions: Sequence[str], path: Path, title: str = "") -> Path:
+    """Heat map of a (B, B) target matrix (rows: images, columns: captions), as the paper's matching figure.
+
+    ``targets`` rows sum to 1 (e.g. OTTER's ``α·I + (1−α)·M̃``); each cell is annotated with its value."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    targets = np.asarray(targets, dtype=float)
+    if targets.ndim != 2 or targets.shape[0] != targets.shape[1] or targets.shape[0] != len(captions):
+        raise ValueError(f"targets must be (B, B) with B = {len(captions)} captions, got {targets.shape}")
+    b = len(captions)
+    fig, ax = plt.subplots(figsize=(3 + 0.6 * b, 1 + 0.5 * b))
+    ax.imshow(targets, cmap="viridis", vmin=0.0, vmax=1.0)
+    for i in range(b):
+        for j in range(b):
+            ax.text(j, i, f"{targets[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="black" if targets[i, j] > 0.5 else "white")
+    labels = [c if len(c) <= 48 else c[:45] + "..." for c in captions]
+    ax.set_yticks(range(b), [f"image {i}" for i in range(b)], fontsize=7)
+    ax.set_xticks(range(b), [f"{j}: {c}" for j, c in enumerate(labels)], fontsize=7, rotation=40, ha="right")
+    ax.set_title(title or "target matrix (rows: images, columns: captions)", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def write_tables(rows: pd.DataFrame, out_dir: Path, tie_tol: float = 0.1, title: str = "") -> dict[str, Path]:
     """Write ``comparison.{csv,md}``, ``tally.csv`` and ``comparison.png``; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -319,3 +319,31 @@ def bootstrap_table(profile: Profile, k: int = 1, n_boot: int = 1000) -> pd.Data
         rows.append({"setting": setting, "method": method, "eval_set": eval_set, f"fh@{k} %": 100 * h.mean(),
                      "ci95_low %": 100 * lo, "ci95_high %": 100 * hi, "p(OTTER not better)": p})
     return pd.DataFrame(rows).round(3)
+
+
+def otter_matching(profile: Profile, setting: str, n: int = 9) -> tuple[np.ndarray, list[str], Path]:
+    """OTTER's target matrix ``α·I + (1−α)·M̃`` for the first ``n`` held-out validation pairs, computed with the
+    run's final EMA teacher (eval mode), as in the paper's matching figure. Returns (targets (n, n), the n
+    captions, the PNG written to ``results/<profile>/tables/matching_<setting>.png``)."""
+    from otterlib import report
+    from otterlib.checkpoint import LATEST, checkpoint_dir, load
+    from otterlib.data.loader import build_eval_pairs_loader
+    from otterlib.data.transforms import eval_transform
+    from otterlib.losses import create_loss
+    from otterlib.models import create_model
+    from otterlib.train import loss_kwargs
+
+    cfg = resolve_run(profile, setting, "otter")
+    ckpt = load(checkpoint_dir(Path(cfg.run_dir)) / LATEST)
+    teacher = create_model(cfg.model)
+    teacher.load_state_dict(ckpt["teacher"]["module"])
+    teacher.eval()
+    loader = build_eval_pairs_loader(layout.manifest_path(cfg.data, "val"), batch_size=n,
+                                     transform=eval_transform(cfg.train.image_size))
+    images, captions = next(iter(loader))
+    with torch.no_grad():
+        t_img, t_txt = teacher(images, list(captions))
+        targets, _ = create_loss("otter", **loss_kwargs(cfg)).targets(t_img, t_txt)
+    path = report.plot_matching(targets.numpy(), captions, layout.tables_dir(profile) / f"matching_{setting}.png",
+                                title=f"OTTER targets, {setting} (EMA teacher, held-out pairs)")
+    return targets.numpy(), list(captions), path

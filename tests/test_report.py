@@ -85,3 +85,11 @@ def test_write_tables_writes_every_artefact(rows, tmp_path):
     md = paths["md"].read_text()
     assert "OTTER" in md and "wins 1, ties 1" in md
     assert pd.read_csv(paths["tally"]).shape[0] == 3
+
+
+def test_plot_matching_checks_shapes_and_writes_a_png(tmp_path):
+    targets = np.full((3, 3), 0.25) + np.eye(3) * 0.25
+    path = report.plot_matching(targets, ["a", "b", "c"], tmp_path / "m.png")
+    assert path.stat().st_size > 0
+    with pytest.raises(ValueError, match=r"\(B, B\)"):
+        report.plot_matching(targets, ["a", "b"], tmp_path / "bad.png")
