@@ -127,11 +127,17 @@ def _fmt(seconds: float) -> str:
 
 
 def run(profile_name: str = "smoke", overrides: dict[str, Any] | None = None, force: bool = False,
-        only: set[str] | None = None, echo: Callable[[str], None] = print) -> int:
-    """Execute the plan; returns a process exit code (0 ok, 1 a notebook failed)."""
+        only: set[str] | None = None, echo: Callable[[str], None] = print, dry_run: bool = False) -> int:
+    """Execute the plan (``dry_run``: only list it, with what would be skipped); returns a process exit code
+    (0 ok, 1 a notebook failed)."""
     profile = load_profile(profile_name, overrides)
     configure_offline(profile.offline)
     steps = plan(profile, overrides, only)
+    if dry_run:
+        for i, step in enumerate(steps, 1):
+            state = "skip (outputs exist)" if not force and step.done() else "run"
+            echo(f"[{i}/{len(steps)}] {step.label}: {state} -> {_display(step.output)}")
+        return 0
     t0 = time.time()
     ran, skipped = 0, 0
     echo(f"OTTER suite: profile '{profile.name}' ({profile.description}); {len(steps)} steps; "
@@ -176,8 +182,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="run only notebooks starting with PREFIX (e.g. 03 or 05_results); repeatable")
     parser.add_argument("--set", action="append", default=[], type=_parse_override, metavar="KEY=VALUE",
                         help="override a profile field, e.g. --set train.epochs=1; repeatable")
+    parser.add_argument("--dry-run", action="store_true", help="list the steps (and which would be skipped), run none")
     args = parser.parse_args(argv)
-    sys.exit(run(args.profile, dict(args.set), args.force, set(args.only) if args.only else None))
+    sys.exit(run(args.profile, dict(args.set), args.force, set(args.only) if args.only else None,
+                 dry_run=args.dry_run))
 
 
 if __name__ == "__main__":

@@ -51,6 +51,11 @@ def test_run_skips_steps_whose_outputs_exist(tmp_path, monkeypatch):
     executed.clear()
     runner.run("smoke", {"results_dir": str(tmp_path)}, only={"03"}, force=True, echo=lines.append)
     assert len(executed) == len(profile.settings) * len(profile.methods)
+    executed.clear()
+    listed = []
+    assert runner.run("smoke", {"results_dir": str(tmp_path)}, only={"03"}, dry_run=True, echo=listed.append) == 0
+    assert not executed and len(listed) == len(profile.settings) * len(profile.methods)
+    assert sum(line.endswith("03_train.ipynb") and "skip (outputs exist)" in line for line in listed) == 1
 
 
 @pytest.mark.slow
