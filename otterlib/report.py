@@ -174,6 +174,37 @@ def plot_comparison(rows: pd.DataFrame, path: Path, metrics: Sequence[str] = TAB
     return path
 
 
+def batch_matching_stats(probs: np.ndarray, threshold: float = 0.2) -> dict[str, float]:
+    """Statistics of one batch's image->text match probabilities P (B, B), rows softmax-normalised, as the
+    official ``dataset_analysis.py``: mean diagonal, mean off-diagonal (divided by all B² entries, the
+    diagonal counted as 0), mean row maximum off the diagonal, and the number of off-diagonal P ≥ ``threshold``."""
+    p = np.asarray(probs, dtype=float)
+    if p.ndim != 2 or p.shape[0] != p.shape[1]:
+        raise ValueError(f"probs must be a square (B, B) matrix, got {p.shape}")
+    off = p * (1.0 - np.eye(len(p)))
+    return {"on_diag_avg": float(np.diag(p).mean()), "off_diag_avg": float(off.mean()),
+            "off_diag_max_avg": float(off.max(axis=1).mean()), "off_sig": int((off >= threshold).sum())}
+
+
+def plot_off_diagonal_histogram(off_diagonal: np.ndarray, path: Path, title: str = "") -> Path:
+    """Density histogram (100 bins, log y) of off-diagonal match probabilities, as the official analysis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.hist(np.asarray(off_diagonal, dtype=float).ravel(), bins=100, range=(0.0, 1.0), density=True, log=True)
+    ax.set_xlabel("off-diagonal image->text probability")
+    ax.set_ylabel("density (log)")
+    ax.set_title(title or "how much a batch's non-paired captions match", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_matching(targets: np.ndarray, captions: Sequence[str], path: Path, title: str = "") -> Path:
     """Heat map of a (B, B) target matrix (rows: images, columns: captions), as the paper's matching figure.
 

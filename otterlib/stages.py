@@ -347,3 +347,40 @@ def otter_matching(profile: Profile, setting: str, n: int = 9) -> tuple[np.ndarr
     path = report.plot_matching(targets.numpy(), captions, layout.tables_dir(profile) / f"matching_{setting}.png",
                                 title=f"OTTER targets, {setting} (EMA teacher, held-out pairs)")
     return targets.numpy(), list(captions), path
+
+
+def noisy_matching_analysis(profile: Profile, setting: str, method: str = "infonce", n_batches: int = 10,
+                            scale: float = 100.0) -> tuple[pd.DataFrame, Path]:
+    """The paper's motivation, measured with a trained run: on training batches of the global batch size,
+    P = softmax(scale · v·tᵀ) of the run's best checkpoint; per batch the official ``dataset_analysis.py``
+    statistics (mean paired probability, best non-paired probability, ...). Returns the table (one row per
+    batch plus the mean) and a histogram of all off-diagonal probabilities (``tables/off_diag_<setting>.png``)."""
+    from otterlib import report
+    from otterlib.checkpoint import BEST, checkpoint_dir, load_student_weights
+    from otterlib.data.loader import build_eval_pairs_loader
+    from otterlib.data.transforms import eval_transform
+    from otterlib.models import create_model
+
+    cfg = resolve_run(profile, setting, method)
+    model = create_model(cfg.model)
+    load_student_weights(model, checkpoint_dir(Path(cfg.run_dir)) / BEST)
+    model.eval()
+    loader = build_eval_pairs_loader(layout.manifest_path(cfg.data, "train"), batch_size=cfg.train.batch_size,
+                                     transform=eval_transform(cfg.train.image_size))
+    rows, off_diagonal = [], []
+    with torch.no_grad():
+        for i, (images, captions) in enumerate(loader):
+            if i == n_batches or len(captions) < cfg.train.batch_size:
+                break
+            img, txt = model(images, list(captions))
+            probs = torch.softmax(scale * img @ txt.T, dim=1).numpy()
+            rows.append(report.batch_matching_stats(probs))
+            off_diagonal.append(probs[~np.eye(len(probs), dtype=bool)])
+    if not rows:
+        raise ValueError(f"fewer than {cfg.train.batch_size} training pairs: no full batch to analyse")
+    table = pd.DataFrame(rows)
+    table.loc["mean"] = table.mean()
+    png = report.plot_off_diagonal_histogram(
+        np.concatenate(off_diagonal), layout.tables_dir(profile) / f"off_diag_{setting}.png",
+        title=f"{setting} / {method}: batches of {cfg.train.batch_size} training pairs")
+    return table.round(4), png

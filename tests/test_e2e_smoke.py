@@ -52,6 +52,7 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     assert table.shape[1] == 2 * 3  # {GOI, IN10K} x {FH@1, FH@5, FH@10}
     assert (root / "tables" / "comparison.png").stat().st_size > 0
     assert (root / "tables" / "matching_tiny-scratch.png").stat().st_size > 0  # OTTER's target matrix figure
+    assert (root / "tables" / "off_diag_tiny-scratch.png").stat().st_size > 0   # noisy-batch analysis
     assert "OTTER wins" in (root / "tables" / "comparison.md").read_text()
     for nb in ("00_setup", "01_download_cc3m", "02_prepare_eval_sets", "05_results"):
         assert (root / f"{nb}.ipynb").is_file()

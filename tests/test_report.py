@@ -93,3 +93,17 @@ def test_plot_matching_checks_shapes_and_writes_a_png(tmp_path):
     assert path.stat().st_size > 0
     with pytest.raises(ValueError, match=r"\(B, B\)"):
         report.plot_matching(targets, ["a", "b"], tmp_path / "bad.png")
+
+
+def test_batch_matching_stats_follow_the_official_definitions(tmp_path):
+    probs = np.array([[0.6, 0.3, 0.1],
+                      [0.2, 0.7, 0.1],
+                      [0.05, 0.05, 0.9]])
+    stats = report.batch_matching_stats(probs)
+    assert stats["on_diag_avg"] == pytest.approx((0.6 + 0.7 + 0.9) / 3)
+    assert stats["off_diag_avg"] == pytest.approx((0.3 + 0.1 + 0.2 + 0.1 + 0.05 + 0.05) / 9)  # B² divisor
+    assert stats["off_diag_max_avg"] == pytest.approx((0.3 + 0.2 + 0.05) / 3)
+    assert stats["off_sig"] == 2  # 0.3 and 0.2 reach the 0.2 threshold
+    assert report.plot_off_diagonal_histogram(probs[~np.eye(3, dtype=bool)], tmp_path / "h.png").is_file()
+    with pytest.raises(ValueError, match="square"):
+        report.batch_matching_stats(np.ones((2, 3)))
