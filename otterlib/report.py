@@ -145,12 +145,28 @@ def paired_bootstrap_pvalue(hits_a: np.ndarray, hits_b: np.ndarray, n_boot: int 
     return float((diffs <= 0).mean())
 
 
-def plot_comparison(rows: pd.DataFrame, path: Path, metrics: Sequence[str] = TABLE_METRICS) -> Path:
-    """Grouped bars: one panel per (setting, eval set), metrics on x, one bar per method. Saves a PNG."""
+def _pyplot():
+    """matplotlib.pyplot on the Agg backend (files only; notebooks display the saved PNGs)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    """Save a figure as a 120-dpi PNG (creating the folder) and close it."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+    return path
+
+
+def plot_comparison(rows: pd.DataFrame, path: Path, metrics: Sequence[str] = TABLE_METRICS) -> Path:
+    """Grouped bars: one panel per (setting, eval set), metrics on x, one bar per method. Saves a PNG."""
+    plt = _pyplot()
 
     df = rows[rows["metric"].isin(metrics)]
     panels = sorted(df.groupby(["setting", "eval_set"]).groups)
@@ -167,11 +183,7 @@ def plot_comparison(rows: pd.DataFrame, path: Path, metrics: Sequence[str] = TAB
         ax.set_title(f"{setting}\n{EVAL_SET_LABELS.get(eval_set, eval_set)}", fontsize=9)
         ax.set_ylabel("flat hit (%)")
     axes[0][-1].legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def batch_matching_stats(probs: np.ndarray, threshold: float = 0.2) -> dict[str, float]:
@@ -188,31 +200,21 @@ def batch_matching_stats(probs: np.ndarray, threshold: float = 0.2) -> dict[str,
 
 def plot_off_diagonal_histogram(off_diagonal: np.ndarray, path: Path, title: str = "") -> Path:
     """Density histogram (100 bins, log y) of off-diagonal match probabilities, as the official analysis."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, ax = plt.subplots(figsize=(5, 3))
     ax.hist(np.asarray(off_diagonal, dtype=float).ravel(), bins=100, range=(0.0, 1.0), density=True, log=True)
     ax.set_xlabel("off-diagonal image->text probability")
     ax.set_ylabel("density (log)")
     ax.set_title(title or "how much a batch's non-paired captions match", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_matching(targets: np.ndarray, captions: Sequence[str], path: Path, title: str = "") -> Path:
     """Heat map of a (B, B) target matrix (rows: images, columns: captions), as the paper's matching figure.
 
     ``targets`` rows sum to 1 (e.g. OTTER's ``α·I + (1−α)·M̃``); each cell is annotated with its value."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     targets = np.asarray(targets, dtype=float)
     if targets.ndim != 2 or targets.shape[0] != targets.shape[1] or targets.shape[0] != len(captions):
@@ -228,11 +230,7 @@ def plot_matching(targets: np.ndarray, captions: Sequence[str], path: Path, titl
     ax.set_yticks(range(b), [f"image {i}" for i in range(b)], fontsize=7)
     ax.set_xticks(range(b), [f"{j}: {c}" for j, c in enumerate(labels)], fontsize=7, rotation=40, ha="right")
     ax.set_title(title or "target matrix (rows: images, columns: captions)", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def write_tables(rows: pd.DataFrame, out_dir: Path, tie_tol: float = 0.1, title: str = "") -> dict[str, Path]:
