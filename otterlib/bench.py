@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 
-from otterlib.config import LossConfig, ModelConfig, RunConfig, TrainConfig, DataConfig
+from otterlib.config import DataConfig, LossConfig, ModelConfig, RunConfig, TrainConfig
 from otterlib.ema import EMATeacher
 from otterlib.env import resolve_device, runtime_info
 from otterlib.losses import create_loss
 from otterlib.models import create_model
-from otterlib.train import StudentWithLoss, _autocast_dtype, _train_step, create_optimizer, loss_kwargs
+from otterlib.train import StudentWithLoss, autocast_dtype, create_optimizer, loss_kwargs, train_step
 
 WORDS = ("red blue green small large circle square photo dog cat street house river tree car person beach "
          "mountain city night table food a the of on in with near").split()
@@ -57,12 +57,12 @@ def benchmark_method(method: str, model_cfg: ModelConfig, batch: int, image_size
     images = images.to(device)
     if device.type == "cuda":
         images = images.contiguous(memory_format=torch.channels_last)
-    amp = _autocast_dtype(precision, device)
+    amp = autocast_dtype(precision, device)
     times = []
     for i in range(warmup + steps):
         _sync(device)
         t0 = time.perf_counter()
-        terms = _train_step(module, teacher, optimizer, images, captions, amp, None, i, 0, i)
+        terms = train_step(module, teacher, optimizer, images, captions, amp, None, i, 0, i)
         _sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - t0)

@@ -106,7 +106,7 @@ def create_optimizer(params: list[nn.Parameter], t: TrainConfig) -> torch.optim.
     raise ValueError(f"train.optimizer must be sgd or adamw, got {t.optimizer!r}")
 
 
-def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return None
     if precision in ("auto", "bf16"):
@@ -184,7 +184,7 @@ def train(cfg: RunConfig, *, progress: bool = True, stop_after_steps: int | None
         module = nn.parallel.DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = create_optimizer(params, t_cfg)
-    amp_dtype = _autocast_dtype(t_cfg.precision, device)
+    amp_dtype = autocast_dtype(t_cfg.precision, device)
 
     train_manifest = layout.manifest_path(cfg.data, "train")
     steps_per_epoch = steps_per_epoch_from_manifest(train_manifest, local_batch, world)
@@ -225,7 +225,7 @@ def train(cfg: RunConfig, *, progress: bool = True, stop_after_steps: int | None
             if t_cfg.channels_last and device.type == "cuda":
                 images = images.contiguous(memory_format=torch.channels_last)
             data_time = time.time() - t0
-            terms = _train_step(module, teacher, optimizer, images, captions, amp_dtype, t_cfg.grad_clip,
+            terms = train_step(module, teacher, optimizer, images, captions, amp_dtype, t_cfg.grad_clip,
                                 state["global_step"], epoch, step)
             state["global_step"] += 1
             state["step_in_epoch"] = step + 1
@@ -275,7 +275,7 @@ def train(cfg: RunConfig, *, progress: bool = True, stop_after_steps: int | None
     return TrainResult(run_dir, metrics)
 
 
-def _train_step(module: nn.Module, teacher: EMATeacher | None, optimizer: torch.optim.Optimizer,
+def train_step(module: nn.Module, teacher: EMATeacher | None, optimizer: torch.optim.Optimizer,
                 images: torch.Tensor, captions: list[str], amp_dtype: torch.dtype | None,
                 grad_clip: float | None, global_step: int, epoch: int, step: int) -> dict[str, torch.Tensor]:
     """Tokenize once, EMA update, teacher forward (no grad), student forward, finite check, backward, step."""

@@ -11,7 +11,7 @@ from otterlib.config import DataConfig, LossConfig, ModelConfig, RunConfig, Trai
 from otterlib.ema import EMATeacher
 from otterlib.losses import create_loss
 from otterlib.models import create_model
-from otterlib.train import NonFiniteLossError, StudentWithLoss, _train_step, loss_kwargs, run_training, train
+from otterlib.train import NonFiniteLossError, StudentWithLoss, train_step, loss_kwargs, run_training, train
 
 METHODS = ["infonce", "label_smoothing", "kd", "otter"]
 TINY = ModelConfig(image_encoder="tiny_cnn", text_encoder="tiny_bert", embed_dim=32, pretrained=False,
@@ -44,7 +44,7 @@ def test_each_method_overfits_a_fixed_batch(method):
     words = "apple river stone cloud tiger violin carpet meadow engine harbor pencil garden".split()
     captions = [f"a photo of a {w}" for w in words]
     teacher_before = {k: v.clone() for k, v in teacher.module.state_dict().items()} if teacher else None
-    losses = [float(_train_step(module, teacher, opt, images, captions, None, None, i, 0, i)["loss"])
+    losses = [float(train_step(module, teacher, opt, images, captions, None, None, i, 0, i)["loss"])
               for i in range(60)]
     assert losses[-1] < 0.5 * losses[0], losses[::10]
     if teacher is not None:  # the EMA teacher moved with the student but received no gradient
