@@ -107,6 +107,7 @@ def create_optimizer(params: list[nn.Parameter], t: TrainConfig) -> torch.optim.
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``train.precision`` (None = no autocast): ``auto`` is bf16 on CUDA, fp32 elsewhere."""
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return None
     if precision in ("auto", "bf16"):
