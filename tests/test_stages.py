@@ -1,0 +1,20 @@
+"""Stage functions behind the notebooks: reruns of the smoke download stage."""
+import pytest
+
+from otterlib import layout, stages
+from otterlib.config import load_profile
+
+
+@pytest.mark.slow
+def test_smoke_download_stage_reruns_and_recovers_an_unfinished_download(tmp_path):
+    profile = load_profile("smoke", {"data.root": str(tmp_path / "d"),
+                                     "data.synthetic": {"n_train": 40, "n_val": 16}})
+    first = stages.prepare_training_data(profile)
+    assert (first["train"].successes, first["val"].successes) == (40, 16)
+    manifest = layout.manifest_path(profile.data, "train")
+    before = manifest.stat().st_mtime_ns
+    again = stages.prepare_training_data(profile)  # a new server port, but nothing to download
+    assert again["train"].successes == 40 and manifest.stat().st_mtime_ns == before
+    manifest.unlink()  # as if the download had been interrupted before finishing
+    resumed = stages.prepare_training_data(profile)
+    assert resumed["train"].successes == 40 and manifest.is_file()
