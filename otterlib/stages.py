@@ -267,6 +267,7 @@ def evaluate_run(profile: Profile, setting: str | None = None, method: str | Non
         raise ValueError("give either setting and method, or reference")
     model.eval()
     rows = []
+    sha = git_sha()
     for set_cfg in profile.eval.sets:
         eval_set = load_eval_set(set_cfg).with_existing_images()
         t0 = time.time()
@@ -277,7 +278,7 @@ def evaluate_run(profile: Profile, setting: str | None = None, method: str | Non
         np.savez_compressed(layout.hits_path(out_dir, set_cfg.name, mode),
                             **{f"k{k}": np.asarray(v, dtype=bool) for k, v in result.hits.items()})
         rows.append(result.to_row(**provenance, profile=profile.name, templates=profile.eval.templates,
-                                  n_images_missing=eval_set.info.get("n_dropped_missing", 0), git=git_sha(),
+                                  n_images_missing=eval_set.info.get("n_dropped_missing", 0), git=sha,
                                   eval_seconds=round(time.time() - t0, 2),
                                   created=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
     write_eval_rows(layout.eval_rows_path(out_dir, mode), rows)
