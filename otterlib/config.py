@@ -155,6 +155,8 @@ class TrainConfig:
     """``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``bf16`` or ``fp32``."""
     grad_clip: float | None = None
     seed: int = 0
+    """The run's seed (initialisation, data order, augmentation, dropout); set per run from the profile's
+    ``seeds`` by :func:`resolve_run`."""
     nproc: int = 1
     """Processes per node; >1 launches ``torchrun -m otterlib.train``."""
     device: str = "auto"
@@ -180,6 +182,8 @@ class SettingConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: dict[str, Any] = field(default_factory=dict)
     """Per-setting overrides of :class:`TrainConfig` fields (named deviations)."""
+    seeds: list[int] | None = None
+    """Training seeds of this setting (None: the profile's ``seeds``)."""
 
 
 @dataclass
@@ -192,6 +196,9 @@ class Profile:
     results_dir: str = "results"
     methods: list[str] = field(default_factory=lambda: ["infonce", "label_smoothing", "kd", "otter"])
     settings: list[SettingConfig] = field(default_factory=lambda: [SettingConfig()])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    """Training seeds: every (setting, method) is trained once per seed (``train.seed`` of the run), into its
+    own run folder; tables average over seeds and the statistics resample them."""
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -214,9 +221,22 @@ class Profile:
         """``results/<profile>``."""
         return self.path(self.results_dir) / self.name
 
-    def run_dir(self, setting: str, method: str) -> Path:
-        """``results/<profile>/<setting>/<method>``: the folder of one training run."""
-        return self.results_root / setting / method
+    def seeds_of(self, setting: str) -> list[int]:
+        """The training seeds of ``setting``: its own ``seeds``, else the profile's."""
+        seeds = self.setting(setting).seeds
+        seeds = list(self.seeds if seeds is None else seeds)
+        if not seeds or len(set(seeds)) != len(seeds) or any(isinstance(x, bool) or not isinstance(x, int) or x < 0
+                                                             for x in seeds):
+            raise ValueError(f"setting {setting!r}: seeds must be a non-empty list of distinct ints >= 0, got {seeds}")
+        return seeds
+
+    def runs(self) -> list[tuple[str, str, int]]:
+        """Every training run of the profile as (setting, method, seed), settings then methods then seeds."""
+        return [(s.name, m, seed) for s in self.settings for m in self.methods for seed in self.seeds_of(s.name)]
+
+    def run_dir(self, setting: str, method: str, seed: int) -> Path:
+        """``results/<profile>/<setting>/<method>/seed<seed>``: the folder of one training run."""
+        return self.results_root / setting / method / f"seed{seed}"
 
 
 @dataclass
@@ -355,8 +375,16 @@ def _load_yaml_chain(name_or_path: str | Path, seen: tuple[str, ...]) -> dict[st
     return _deep_update(_load_yaml_chain(base, seen + (str(path),)), d)
 
 
-def resolve_run(profile: Profile, setting: str, method: str) -> RunConfig:
-    """The full configuration of one (setting, method) run, with the setting's train overrides applied."""
+def resolve_run(profile: Profile, setting: str, method: str, seed: int | None = None) -> RunConfig:
+    """The full configuration of one (setting, method, seed) run, with the setting's train overrides applied.
+
+    ``seed`` (one of the setting's seeds; None: the first) becomes ``train.seed``.
+    """
+    seeds = profile.seeds_of(setting)
+    if seed is None:
+        seed = seeds[0]
+    if seed not in seeds:
+        raise ValueError(f"seed {seed} is not a seed of setting {setting!r} (seeds: {seeds})")
     if method not in profile.methods:
         raise ValueError(f"method {method!r} is not in profile {profile.name!r} (methods: {profile.methods})")
     s = profile.setting(setting)
@@ -365,9 +393,11 @@ def resolve_run(profile: Profile, setting: str, method: str) -> RunConfig:
     unknown = set(s.train) - train_fields
     if unknown:
         raise ValueError(f"setting {setting!r}: unknown train field(s) {sorted(unknown)}")
-    train = dataclasses.replace(train, **s.train)
+    if "seed" in s.train:
+        raise ValueError(f"setting {setting!r}: set its training seeds with `seeds`, not train.seed")
+    train = dataclasses.replace(train, **s.train, seed=seed)
     return RunConfig(profile=profile.name, setting=setting, method=method, model=s.model, train=train,
-                     loss=profile.loss, data=profile.data, run_dir=str(profile.run_dir(setting, method)),
+                     loss=profile.loss, data=profile.data, run_dir=str(profile.run_dir(setting, method, seed)),
                      offline=profile.offline)
 
 

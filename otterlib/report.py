@@ -24,7 +24,9 @@ PUBLISHED_CSV: Path = REPO_ROOT / "data" / "published" / "otter_published.csv"
 
 
 def read_rows(paths: Iterable[Path]) -> pd.DataFrame:
-    """Eval rows from JSON-lines files -> long table (setting, method, kind, eval_set, mode, metric, value)."""
+    """Eval rows from JSON-lines files -> long table (setting, method, seed, kind, eval_set, mode, metric, value).
+
+    ``seed`` is the training seed of a trained run (None for reference models); tables average over seeds."""
     records = []
     for path in paths:
         for line in Path(path).read_text().splitlines():
@@ -32,10 +34,10 @@ def read_rows(paths: Iterable[Path]) -> pd.DataFrame:
                 continue
             row = json.loads(line)
             for metric, value in row["metrics"].items():
-                records.append({"setting": row["setting"], "method": row["method"], "kind": row.get("kind", "trained"),
-                                "eval_set": row["dataset"], "mode": row.get("mode", "paper"),
-                                "metric": metric, "value": float(value)})
-    columns = ["setting", "method", "kind", "eval_set", "mode", "metric", "value"]
+                records.append({"setting": row["setting"], "method": row["method"], "seed": row.get("seed"),
+                                "kind": row.get("kind", "trained"), "eval_set": row["dataset"],
+                                "mode": row.get("mode", "paper"), "metric": metric, "value": float(value)})
+    columns = ["setting", "method", "seed", "kind", "eval_set", "mode", "metric", "value"]
     return pd.DataFrame.from_records(records, columns=columns)
 
 

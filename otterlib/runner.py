@@ -1,7 +1,7 @@
 """Runs the numbered notebooks headlessly with papermill, in order (what ``./run_all.sh`` calls).
 
 Plan: ``00_setup`` → ``01_download_cc3m`` → ``02_prepare_eval_sets`` → ``03_train`` for every
-(setting, method) → ``04_evaluate`` for every (setting, method) and reference model → ``05_results``.
+(setting, method, seed) → ``04_evaluate`` for every such run and reference model → ``05_results``.
 Executed copies land under ``results/<profile>/``; a step whose outputs exist is skipped unless
 ``--force``. A failure stops the run with the failed notebook, its parameters and the executed copy
 that holds the traceback.
@@ -38,6 +38,8 @@ class Step:
     @property
     def label(self) -> str:
         extra = [str(self.parameters[k]) for k in ("setting", "method", "reference") if self.parameters.get(k)]
+        if self.parameters.get("seed") is not None:
+            extra.append(f"seed{self.parameters['seed']}")
         return self.notebook + (f" [{'/'.join(extra)}]" if extra else "")
 
 
@@ -67,14 +69,16 @@ def plan(profile: Profile, overrides: dict[str, Any] | None = None, only: set[st
         Step("02_prepare_eval_sets", root / "02_prepare_eval_sets.ipynb", dict(base),
              done=lambda: layout.eval_sets_ready(profile)),
     ]
-    runs = [(s.name, m) for s in profile.settings for m in profile.methods]
-    for setting, method in runs:
-        run_dir = profile.run_dir(setting, method)
-        steps.append(Step("03_train", run_dir / "03_train.ipynb", base | {"setting": setting, "method": method},
+    runs = profile.runs()
+    for setting, method, seed in runs:
+        run_dir = profile.run_dir(setting, method, seed)
+        steps.append(Step("03_train", run_dir / "03_train.ipynb",
+                          base | {"setting": setting, "method": method, "seed": seed},
                           done=lambda d=run_dir: (d / "metrics.json").is_file()))
-    for setting, method in runs:
-        run_dir = profile.run_dir(setting, method)
-        steps.append(Step("04_evaluate", run_dir / "04_evaluate.ipynb", base | {"setting": setting, "method": method},
+    for setting, method, seed in runs:
+        run_dir = profile.run_dir(setting, method, seed)
+        steps.append(Step("04_evaluate", run_dir / "04_evaluate.ipynb",
+                          base | {"setting": setting, "method": method, "seed": seed},
                           done=lambda d=run_dir: layout.eval_rows_path(d, profile.eval.mode).is_file()))
     for ref in profile.eval.references:
         ref_dir = layout.reference_dir(profile, ref)

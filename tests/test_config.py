@@ -68,3 +68,32 @@ def test_resolve_run_applies_setting_overrides_and_hash_tracks_weights_only(tmp_
         config.resolve_run(p, "tiny-scratch", "dino")
     with pytest.raises(KeyError, match="no setting"):
         config.resolve_run(p, "nope", "otter")
+
+
+def test_seeds_make_one_run_per_seed_with_its_own_folder_and_train_seed(tmp_path):
+    p = config.load_profile("smoke", {"results_dir": str(tmp_path), "seeds": [3, 5],
+                                      "settings.1.seeds": [7]})
+    assert p.seeds_of("lite0-minilm") == [3, 5] and p.seeds_of("tiny-scratch") == [7]
+    runs = p.runs()
+    assert len(runs) == (2 + 1) * len(p.methods)
+    assert ("lite0-minilm", "otter", 5) in runs and ("tiny-scratch", "kd", 7) in runs
+    a, b = (config.resolve_run(p, "lite0-minilm", "otter", s) for s in (3, 5))
+    assert (a.train.seed, b.train.seed) == (3, 5)
+    assert a.run_dir == str(tmp_path / "smoke" / "lite0-minilm" / "otter" / "seed3") != b.run_dir
+    assert a.config_hash() != b.config_hash()
+    assert config.resolve_run(p, "tiny-scratch", "otter").train.seed == 7  # None: the setting's first seed
+    with pytest.raises(ValueError, match="not a seed"):
+        config.resolve_run(p, "lite0-minilm", "otter", 7)
+
+
+@pytest.mark.parametrize("seeds", [[], [1, 1], [-1], [True]])
+def test_bad_seed_lists_are_clear_errors(seeds):
+    p = config.load_profile("smoke", {"seeds": seeds})
+    with pytest.raises(ValueError, match="seeds must be"):
+        p.runs()
+
+
+def test_a_setting_cannot_set_train_seed_directly():
+    p = config.load_profile("smoke", {"settings.1.train": {"seed": 3}})
+    with pytest.raises(ValueError, match="seeds"):
+        config.resolve_run(p, "tiny-scratch", "otter")

@@ -33,7 +33,7 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     assert json.loads((tmp_path / "data" / "cc3m" / "shards" / "val" / "sizes.json").read_text())["total"] == 48
 
     for method in profile.methods:
-        run = root / "tiny-scratch" / method
+        run = root / "tiny-scratch" / method / "seed0"
         assert (run / "checkpoints" / "best.pt").is_file() and (run / "checkpoints" / "latest.pt").is_file()
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["global_steps"] == 3 and metrics["method"] == method

@@ -32,6 +32,19 @@ def test_read_rows_long_format(rows):
     assert len(rows) == 12 and set(rows.columns) >= {"setting", "method", "eval_set", "metric", "value"}
 
 
+def test_seeds_are_kept_and_tables_average_over_them(tmp_path):
+    base = {"setting": "s1", "dataset": "goi", "mode": "paper"}
+    lines = [dict(base, method="otter", seed=0, metrics={"fh@1": 0.20}),
+             dict(base, method="otter", seed=1, metrics={"fh@1": 0.30}),
+             dict(base, method="infonce", seed=0, metrics={"fh@1": 0.10})]
+    path = tmp_path / "eval.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    rows = report.read_rows([path])
+    assert sorted(rows[rows["method"] == "otter"]["seed"]) == [0, 1]
+    table = report.comparison_table(rows, metrics=("fh@1",))
+    assert table.loc["OTTER", ("s1", "GOI", "FH@1")] == 25.0
+
+
 def test_comparison_table_is_percent_with_methods_in_paper_order(rows):
     table = report.comparison_table(rows)
     assert list(table.index) == ["InfoNCE", "LS", "KD", "OTTER"]

@@ -21,13 +21,14 @@ def test_plan_orders_stages_and_covers_settings_times_methods(tmp_path):
     profile = load_profile("smoke", {"results_dir": str(tmp_path)})
     steps = runner.plan(profile)
     names = [s.notebook for s in steps]
-    n_runs = len(profile.settings) * len(profile.methods)
+    n_runs = sum(len(profile.seeds_of(s.name)) for s in profile.settings) * len(profile.methods)
     assert names == (["00_setup", "01_download_cc3m", "02_prepare_eval_sets"] + ["03_train"] * n_runs
                      + ["04_evaluate"] * (n_runs + len(profile.eval.references)) + ["05_results"])
     train = [s for s in steps if s.notebook == "03_train"]
-    assert train[0].output == tmp_path / "smoke" / "lite0-minilm" / "infonce" / "03_train.ipynb"
-    assert {(s.parameters["setting"], s.parameters["method"]) for s in train} == \
-        {(s.name, m) for s in profile.settings for m in profile.methods}
+    first_seed = profile.seeds_of("lite0-minilm")[0]
+    assert train[0].output == tmp_path / "smoke" / "lite0-minilm" / "infonce" / f"seed{first_seed}" / "03_train.ipynb"
+    assert {(s.parameters["setting"], s.parameters["method"], s.parameters["seed"]) for s in train} == \
+        {(s.name, m, seed) for s in profile.settings for m in profile.methods for seed in profile.seeds_of(s.name)}
     assert [s.notebook for s in runner.plan(profile, only={"05"})] == ["05_results"]
 
 
@@ -39,15 +40,15 @@ def test_paper_plan_includes_the_clip_reference(tmp_path):
 
 def test_run_skips_steps_whose_outputs_exist(tmp_path, monkeypatch):
     profile = load_profile("smoke", {"results_dir": str(tmp_path)})
-    run_dir = profile.run_dir("lite0-minilm", "otter")
+    run_dir = profile.run_dir("lite0-minilm", "otter", profile.seeds_of("lite0-minilm")[0])
     run_dir.mkdir(parents=True)
     (run_dir / "metrics.json").write_text("{}")
     executed = []
     monkeypatch.setattr(runner, "execute", lambda step, force: executed.append(step))
     lines = []
     assert runner.run("smoke", {"results_dir": str(tmp_path)}, only={"03"}, echo=lines.append) == 0
-    assert len(executed) == len(profile.settings) * len(profile.methods) - 1
-    assert any("lite0-minilm/otter]: outputs exist, skipped" in line for line in lines)
+    assert len(executed) == len(profile.runs()) - 1
+    assert any("lite0-minilm/otter/seed" in line and "outputs exist, skipped" in line for line in lines)
     executed.clear()
     runner.run("smoke", {"results_dir": str(tmp_path)}, only={"03"}, force=True, echo=lines.append)
     assert len(executed) == len(profile.settings) * len(profile.methods)

@@ -14,9 +14,11 @@ from otterlib.stages.eval_sets import load_eval_set
 
 
 def evaluate_run(profile: Profile, setting: str | None = None, method: str | None = None,
-                 reference: str | None = None, mode: str | None = None) -> list[dict[str, Any]]:
+                 reference: str | None = None, mode: str | None = None, seed: int | None = None
+                 ) -> list[dict[str, Any]]:
     """Zero-shot FH@k / mAP of a trained run's best checkpoint (or of a reference model) on every eval set.
 
+    A trained run is (``setting``, ``method``, ``seed``; None: the setting's first seed).
     Writes ``eval.jsonl`` (one row per eval set, with provenance) and ``hits_<set>.npz`` in the run folder.
     """
     from otterlib.checkpoint import BEST, checkpoint_dir, load_student_weights
@@ -34,14 +36,15 @@ def evaluate_run(profile: Profile, setting: str | None = None, method: str | Non
         provenance: dict[str, Any] = {"setting": "reference", "method": reference, "kind": "reference",
                                       "checkpoint": reference}
     elif setting and method:
-        cfg = resolve_run(profile, setting, method)
+        cfg = resolve_run(profile, setting, method, seed)
         out_dir = Path(cfg.run_dir)
         model = create_model(cfg.model)
         ckpt = checkpoint_dir(out_dir) / BEST
         meta = load_student_weights(model, ckpt)
         model.to(device)
         transform = eval_transform(profile.eval.image_size)
-        provenance = {"setting": setting, "method": method, "kind": "trained", "checkpoint": str(ckpt),
+        provenance = {"setting": setting, "method": method, "seed": cfg.train.seed, "kind": "trained",
+                      "checkpoint": str(ckpt),
                       "checkpoint_epoch": meta.get("epoch"), "config_hash": cfg.config_hash()}
     else:
         raise ValueError("give either setting and method, or reference")

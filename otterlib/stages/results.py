@@ -29,15 +29,16 @@ def build_results(profile: Profile) -> dict[str, Any]:
 
 
 def bootstrap_table(profile: Profile, k: int = 1, n_boot: int = 1000) -> pd.DataFrame:
-    """FH@k with a 95% percentile-bootstrap interval per (setting, method, eval set), and the paired-bootstrap
-    p-value that OTTER is not better than that method on the same images."""
+    """FH@k with a 95% percentile-bootstrap interval per (setting, method, eval set) of each setting's first
+    seed, and the paired-bootstrap p-value that OTTER is not better than that method on the same images."""
     from otterlib import report
 
     hits: dict[tuple[str, str, str], np.ndarray] = {}
     for s in profile.settings:
         for m in profile.methods:
             for set_cfg in profile.eval.sets:
-                path = layout.hits_path(profile.run_dir(s.name, m), set_cfg.name, profile.eval.mode)
+                run_dir = profile.run_dir(s.name, m, profile.seeds_of(s.name)[0])
+                path = layout.hits_path(run_dir, set_cfg.name, profile.eval.mode)
                 if path.is_file():
                     hits[(s.name, m, set_cfg.name)] = np.load(path)[f"k{k}"]
     rows = []

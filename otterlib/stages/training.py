@@ -1,4 +1,4 @@
-"""Stage 03: train one (setting, method) run."""
+"""Stage 03: train one (setting, method, seed) run."""
 from __future__ import annotations
 
 import json
@@ -10,11 +10,12 @@ import pandas as pd
 from otterlib.config import Profile, resolve_run
 
 
-def train_run(profile: Profile, setting: str, method: str, force: bool = False):
-    """Train (or resume) one (setting, method) run; ``force`` deletes the run folder first."""
+def train_run(profile: Profile, setting: str, method: str, seed: int | None = None, force: bool = False):
+    """Train (or resume) one (setting, method, seed) run (``seed`` None: the setting's first seed);
+    ``force`` deletes the run folder first."""
     from otterlib.train import run_training
 
-    cfg = resolve_run(profile, setting, method)
+    cfg = resolve_run(profile, setting, method, seed)
     run_dir = Path(cfg.run_dir)
     if force and run_dir.exists():
         for child in run_dir.iterdir():
