@@ -58,13 +58,77 @@ def test_unknown_encoder_names_list_the_valid_ones(image, text):
 
 @pytest.mark.parametrize("build", [
     lambda: create_image_encoder("timm:resnet50", pretrained=True),
+    lambda: create_image_encoder("timm:fbnetv3_b", pretrained=True),
     lambda: create_text_encoder("declutr-sci-base", pretrained=True),
+    lambda: create_text_encoder("sentence-transformer-large", pretrained=True),
 ])
 def test_offline_hub_access_is_a_clear_fast_error(build):
     t0 = time.time()
     with pytest.raises(HubUnavailableError, match="not in the local cache.*offline"):
         build()
     assert time.time() - t0 < 20
+
+
+@pytest.mark.parametrize("arch", ["fbnetv3_b", "fbnetv3_d", "fbnetv3_g"])
+def test_fbnetv3_feeds_the_projection_from_its_head_width(arch):
+    """FBNetV3's head ends at 1984 channels (a 1x1 conv after the last stage's 1344-1728): the projection
+    must start there, as the official classifier reset does."""
+    torch.manual_seed(0)
+    model = create_model(ModelConfig(f"timm:{arch}", "tiny_bert", 24, False, 16)).eval()
+    assert model.image_encoder.out_dim == 1984 and model.image_proj.in_features == 1984
+    with torch.no_grad():
+        emb = model.encode_image(torch.randn(2, 3, 64, 64))
+    assert emb.shape == (2, 24) and torch.allclose(emb.norm(dim=-1), torch.ones(2))
+
+
+def test_fbnetv3_freezes_its_stem_and_leading_stages():
+    model = create_model(ModelConfig("timm:fbnetv3_b", "tiny_bert", 24, False, 16, freeze_image_blocks=3))
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert {"image_encoder.backbone.conv_stem.weight", "image_encoder.backbone.bn1.weight"} <= frozen
+    assert any(n.startswith("image_encoder.backbone.blocks.1.") for n in frozen)
+    assert not any(n.startswith(("image_encoder.backbone.blocks.2.", "image_encoder.backbone.conv_head"))
+                   for n in frozen)
+
+
+def _sentence_bert(width: int):
+    """A random 1-layer BERT of the given width with the uncased WordPiece vocabulary of the Sentence-BERT
+    checkpoints (bert-*-nli-mean-tokens; MiniLM's tokenizer has the same 30,522 words)."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from otterlib.models.text import HFTextEncoder, minilm_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=width, num_hidden_layers=1,
+                        num_attention_heads=width // 64, intermediate_size=64, max_position_embeddings=64)
+    return HFTextEncoder(BertModel(config, add_pooling_layer=False), tokenizer, max_tokens=60)
+
+
+def test_sentence_bert_large_is_1024_wide_then_linear_to_768_with_the_official_masked_mean(monkeypatch):
+    from otterlib.models import text
+
+    torch.manual_seed(0)
+    built = {}
+    monkeypatch.setattr(text, "create_hf_text_encoder",
+                        lambda model_id, pretrained, max_tokens: built.setdefault(model_id, _sentence_bert(1024)))
+    model = create_model(ModelConfig("tiny_cnn", "sentence-transformer-large", 768, False)).eval()
+    assert list(built) == ["sentence-transformers/bert-large-nli-mean-tokens"]
+    assert isinstance(model.text_proj, nn.Linear) and (model.text_proj.in_features, model.text_proj.out_features) == (1024, 768)
+    captions = ["a dog", "a photo of a flower in a garden next to a small red house"]  # padded batch
+    with torch.no_grad():
+        tokens = model.tokenize(captions)
+        states = model.text_encoder.transformer(**tokens).last_hidden_state
+        mask = tokens["attention_mask"].unsqueeze(-1)
+        official = (model.text_proj(states) * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # fc per token, masked mean
+        assert torch.allclose(model.encode_text(tokens), F.normalize(official, dim=-1), atol=1e-5)
+
+
+def test_a_paper_alias_whose_hub_model_has_another_width_is_refused(monkeypatch):
+    from otterlib.models import text
+
+    monkeypatch.setattr(text, "create_hf_text_encoder", lambda model_id, pretrained, max_tokens: _sentence_bert(768))
+    assert create_text_encoder("sentence-transformer-base", pretrained=False).out_dim == 768
+    with pytest.raises(ValueError, match="width 768.*records 1024"):
+        create_text_encoder("sentence-transformer-large", pretrained=False)
 
 
 class _OfficialText(nn.Module):

