@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, get_type_hints
 
 import yaml
 
+from otterlib.data.sources import SOURCES
 from otterlib.env import REPO_ROOT
 
 PROFILE_DIR: Path = REPO_ROOT / "data" / "profiles"
@@ -174,16 +176,31 @@ class TrainConfig:
     deterministic: bool = False
 
 
+PROVENANCES: tuple[str, ...] = ("published", "reconstructed")
+
+
 @dataclass
 class SettingConfig:
     """One dataset/architecture setting of the comparison table."""
 
     name: str = "cc3m-rn50-declutr-sci-base"
+    source: str = "cc3m"
+    """Training source: a key of :data:`otterlib.data.sources.SOURCES` (``cc3m``, ``yfcc15m``, ``wit``)."""
+    provenance: str = "reconstructed"
+    """``published``: the paper's numbers for this setting are known (``data/published/``); ``reconstructed``:
+    they are not (the paper's seven settings are reconstructed from what it names, or the setting is ours)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     train: dict[str, Any] = field(default_factory=dict)
     """Per-setting overrides of :class:`TrainConfig` fields (named deviations)."""
     seeds: list[int] | None = None
     """Training seeds of this setting (None: the profile's ``seeds``)."""
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"setting {self.name!r}: unknown source {self.source!r}; valid: {sorted(SOURCES)}")
+        if self.provenance not in PROVENANCES:
+            raise ValueError(f"setting {self.name!r}: provenance must be one of {list(PROVENANCES)}, "
+                             f"got {self.provenance!r}")
 
 
 @dataclass
@@ -375,10 +392,23 @@ def _load_yaml_chain(name_or_path: str | Path, seen: tuple[str, ...]) -> dict[st
     return _deep_update(_load_yaml_chain(base, seen + (str(path),)), d)
 
 
+def setting_train(profile: Profile, setting: str) -> TrainConfig:
+    """The profile's training recipe with ``setting``'s ``train`` overrides applied (its seed still the profile's)."""
+    s = profile.setting(setting)
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = set(s.train) - train_fields
+    if unknown:
+        raise ValueError(f"setting {setting!r}: unknown train field(s) {sorted(unknown)}")
+    if "seed" in s.train:
+        raise ValueError(f"setting {setting!r}: set its training seeds with `seeds`, not train.seed")
+    return dataclasses.replace(profile.train, **s.train)
+
+
 def resolve_run(profile: Profile, setting: str, method: str, seed: int | None = None) -> RunConfig:
     """The full configuration of one (setting, method, seed) run, with the setting's train overrides applied.
 
-    ``seed`` (one of the setting's seeds; None: the first) becomes ``train.seed``.
+    ``seed`` (one of the setting's seeds; None: the first) becomes ``train.seed``. The profile's ``data``
+    section describes CC3M-format pairs only, so a setting on another source is a ValueError.
     """
     seeds = profile.seeds_of(setting)
     if seed is None:
@@ -388,23 +418,20 @@ def resolve_run(profile: Profile, setting: str, method: str, seed: int | None = 
     if method not in profile.methods:
         raise ValueError(f"method {method!r} is not in profile {profile.name!r} (methods: {profile.methods})")
     s = profile.setting(setting)
-    train = dataclasses.replace(profile.train)
-    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = set(s.train) - train_fields
-    if unknown:
-        raise ValueError(f"setting {setting!r}: unknown train field(s) {sorted(unknown)}")
-    if "seed" in s.train:
-        raise ValueError(f"setting {setting!r}: set its training seeds with `seeds`, not train.seed")
-    train = dataclasses.replace(train, **s.train, seed=seed)
+    if s.source != "cc3m":
+        raise ValueError(f"setting {setting!r} trains on {s.source}, but profile {profile.name!r} has no data "
+                         f"configuration for it: its data section (data.source={profile.data.source!r}) describes "
+                         f"CC3M-format pairs only")
+    train = dataclasses.replace(setting_train(profile, setting), seed=seed)
     return RunConfig(profile=profile.name, setting=setting, method=method, model=s.model, train=train,
                      loss=profile.loss, data=profile.data, run_dir=str(profile.run_dir(setting, method, seed)),
                      offline=profile.offline)
 
 
 def save_yaml(obj: Any, path: Path) -> None:
-    """Write a dataclass or mapping as YAML (atomically)."""
+    """Write a dataclass or mapping as YAML (atomically, also when several processes write the same file)."""
     d = dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")  # unique: machines may share the folder
     tmp.write_text(yaml.safe_dump(d, sort_keys=False))
     tmp.replace(path)

@@ -97,3 +97,71 @@ def test_a_setting_cannot_set_train_seed_directly():
     p = config.load_profile("smoke", {"settings.1.train": {"seed": 3}})
     with pytest.raises(ValueError, match="seeds"):
         config.resolve_run(p, "tiny-scratch", "otter")
+
+
+def test_paper_grid_is_seven_settings_readme_row_first_as_data():
+    p = config.load_profile("paper")
+    grid = [(s.name, s.source, s.provenance, s.model.image_encoder, s.model.text_encoder) for s in p.settings]
+    assert grid == [
+        ("cc3m-rn50-declutr-sci-base", "cc3m", "published", "timm:resnet50", "declutr-sci-base"),
+        ("cc3m-fbnetv3b-declutr-sci-base", "cc3m", "reconstructed", "timm:fbnetv3_b", "declutr-sci-base"),
+        ("cc3m-rn50-sbert-base", "cc3m", "reconstructed", "timm:resnet50", "sentence-transformer-base"),
+        ("cc3m-fbnetv3b-sbert-base", "cc3m", "reconstructed", "timm:fbnetv3_b", "sentence-transformer-base"),
+        ("cc3m-rn50-declutr-base", "cc3m", "reconstructed", "timm:resnet50", "declutr-base"),
+        ("yfcc15m-rn50-declutr-sci-base", "yfcc15m", "reconstructed", "timm:resnet50", "declutr-sci-base"),
+        ("wit-rn50-declutr-sci-base", "wit", "reconstructed", "timm:resnet50", "declutr-sci-base"),
+    ]
+    assert {(s.model.embed_dim, s.model.max_text_tokens, s.model.pretrained) for s in p.settings} == {(768, 60, True)}
+    assert len(p.runs()) == 7 * 4
+    # The settings share their model block through YAML merge keys: an override of one changes only that one.
+    changed = config.load_profile("paper", {"settings.5.model.embed_dim": 512})
+    assert [s.model.embed_dim for s in changed.settings] == [768] * 5 + [512, 768]
+
+
+def test_published_provenance_matches_the_published_numbers():
+    from otterlib import report
+
+    published = set(report.read_published()["setting"])
+    for name in ("paper", "mini"):
+        marked = {s.name for s in config.load_profile(name).settings if s.provenance == "published"}
+        assert marked == published == {"cc3m-rn50-declutr-sci-base"}
+
+
+def test_mini_runs_the_same_seven_settings_at_300k_pairs_2_epochs_on_one_gpu():
+    mini, paper = config.load_profile("mini"), config.load_profile("paper")
+    assert mini.settings == paper.settings
+    assert (mini.data.max_train_samples, mini.train.epochs, mini.train.nproc) == (300_000, 2, 1)
+
+
+@pytest.mark.parametrize("field,value,match", [("source", "laion", "unknown source 'laion'.*'cc3m'"),
+                                               ("provenance", "guessed", "provenance must be one of")])
+def test_bad_source_or_provenance_is_a_clear_error(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        config.load_profile("paper", {f"settings.1.{field}": value})
+
+
+def test_a_setting_on_a_source_the_data_section_does_not_hold_is_refused():
+    p = config.load_profile("paper")
+    assert config.resolve_run(p, "cc3m-fbnetv3b-declutr-sci-base", "otter").model.image_encoder == "timm:fbnetv3_b"
+    with pytest.raises(ValueError, match="trains on yfcc15m.*no data configuration"):
+        config.resolve_run(p, "yfcc15m-rn50-declutr-sci-base", "otter")
+
+
+def test_concurrent_writers_of_one_yaml_never_collide(tmp_path):
+    import threading
+
+    errors = []
+
+    def write(i):
+        try:
+            for _ in range(20):
+                config.save_yaml({"writer": i}, tmp_path / "profile.yaml")
+        except OSError as err:  # a shared temporary name: one writer's replace() finds the file gone
+            errors.append(err)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and list(tmp_path.iterdir()) == [tmp_path / "profile.yaml"]
