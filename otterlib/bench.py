@@ -2,22 +2,26 @@
 teacher's extra forward (KD, OTTER) and of the OT targets (OTTER) relative to InfoNCE.
 
 ``python -m otterlib.bench --image-encoder tiny_cnn --text-encoder tiny_bert --batch 32 --image-size 64``
-prints one row per method (samples/s, ms/step, ratio to InfoNCE) and can write them as JSON.
+prints one row per method (samples/s, ms/step, ratio to InfoNCE) and can write them as JSON; ``--record
+docs/benchmarks.json`` appends them to the throughput records compute plans read (:mod:`otterlib.benchmarks`).
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import random
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+from otterlib.benchmarks import BenchmarkRecord, append_records
 from otterlib.config import DataConfig, LossConfig, ModelConfig, RunConfig, TrainConfig
 from otterlib.ema import EMATeacher
-from otterlib.env import resolve_device, runtime_info
+from otterlib.env import git_sha, resolve_device, runtime_info
 from otterlib.losses import create_loss
 from otterlib.models import create_model
 from otterlib.train import StudentWithLoss, autocast_dtype, create_optimizer, loss_kwargs, train_step
@@ -83,6 +87,19 @@ def benchmark(model_cfg: ModelConfig, batch: int, image_size: int, steps: int = 
     return rows
 
 
+def to_records(model_cfg: ModelConfig, rows: list[dict], batch: int, image_size: int, device: str, precision: str,
+               command: str) -> list[BenchmarkRecord]:
+    """:func:`benchmark` rows as throughput records (one GPU or CPU, ``batch`` samples, synthetic batches)."""
+    dev = resolve_device(device)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    amp = "bf16" if autocast_dtype(precision, dev) is torch.bfloat16 else "fp32"
+    return [BenchmarkRecord(image_encoder=model_cfg.image_encoder, text_encoder=model_cfg.text_encoder,
+                            method=r["method"], batch_per_gpu=batch, image_size=image_size, precision=amp,
+                            device=name, gpus=1, samples_per_s=round(float(r["samples_per_s"]), 3),
+                            measured=datetime.date.today().isoformat(), command=command, git=git_sha())
+            for r in rows]
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--image-encoder", default="tiny_cnn")
@@ -99,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
     p.add_argument("--methods", default="infonce,label_smoothing,kd,otter")
     p.add_argument("--json", type=Path, help="also write the rows (and runtime info) here")
+    p.add_argument("--record", type=Path, help="append the rows as throughput records (e.g. docs/benchmarks.json)")
     a = p.parse_args(argv)
     cfg = ModelConfig(image_encoder=a.image_encoder, text_encoder=a.text_encoder, embed_dim=a.embed_dim,
                       pretrained=a.pretrained, freeze_image_blocks=a.freeze_image_blocks,
@@ -111,6 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     if a.json:
         a.json.write_text(json.dumps({"args": vars(a) | {"json": str(a.json)}, "runtime": runtime_info(),
                                       "rows": rows}, indent=2, default=str))
+    if a.record:
+        command = "python -m otterlib.bench " + " ".join(sys.argv[1:] if argv is None else argv)
+        append_records(a.record, to_records(cfg, rows, a.batch, a.image_size, a.device, a.precision, command))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,12 @@ Plan: ``00_setup`` → ``01_download_cc3m`` → ``02_prepare_eval_sets`` → ``0
 Executed copies land under ``results/<profile>/``; a step whose outputs exist is skipped unless
 ``--force``. A failure stops the run with the failed notebook, its parameters and the executed copy
 that holds the traceback.
+
+``--setting NAME`` (repeatable) keeps the 03/04 steps of those settings and the shared steps, so that
+separate machines can each run settings into one shared ``results/``: the shared steps' executed copies
+then land in ``results/<profile>/selections/<names>/``, and the reference models are evaluated by the
+selection holding the profile's first setting (the README row they are compared with). ``--dry-run`` also
+lists the compute and disk plans (:mod:`otterlib.plans`).
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ from typing import Any, Callable
 from otterlib.config import Profile, load_profile
 from otterlib.env import REPO_ROOT, configure_offline
 from otterlib import layout
+from otterlib.plans import compute_plan, disk_plan, select_settings, source_notes
 
 NOTEBOOK_DIR: Path = REPO_ROOT / "notebooks"
 KERNEL_NAME = "otter"
@@ -57,19 +64,23 @@ def _first_line(err: BaseException) -> str:
     return f"{ename}: {str(evalue).strip().splitlines()[0] if str(evalue).strip() else ''}"
 
 
-def plan(profile: Profile, overrides: dict[str, Any] | None = None, only: set[str] | None = None) -> list[Step]:
-    """The ordered steps for a profile (``only`` keeps notebooks whose name starts with one of the given prefixes)."""
+def plan(profile: Profile, overrides: dict[str, Any] | None = None, only: set[str] | None = None,
+         settings: list[str] | None = None) -> list[Step]:
+    """The ordered steps for a profile (``only`` keeps notebooks whose name starts with one of the given prefixes;
+    ``settings`` keeps those settings' runs and the shared steps, see the module docstring)."""
     overrides = dict(overrides or {})
+    selected = [s.name for s in select_settings(profile, settings)]
     root = profile.results_root
+    shared = root if settings is None else root / "selections" / "+".join(selected)
     base = {"profile": profile.name, "overrides": overrides}
     steps = [
-        Step("00_setup", root / "00_setup.ipynb", dict(base)),
-        Step("01_download_cc3m", root / "01_download_cc3m.ipynb", dict(base),
+        Step("00_setup", shared / "00_setup.ipynb", dict(base)),
+        Step("01_download_cc3m", shared / "01_download_cc3m.ipynb", dict(base),
              done=lambda: layout.training_data_ready(profile)),
-        Step("02_prepare_eval_sets", root / "02_prepare_eval_sets.ipynb", dict(base),
+        Step("02_prepare_eval_sets", shared / "02_prepare_eval_sets.ipynb", dict(base),
              done=lambda: layout.eval_sets_ready(profile)),
     ]
-    runs = profile.runs()
+    runs = [run for run in profile.runs() if run[0] in selected]
     for setting, method, seed in runs:
         run_dir = profile.run_dir(setting, method, seed)
         steps.append(Step("03_train", run_dir / "03_train.ipynb",
@@ -80,11 +91,11 @@ def plan(profile: Profile, overrides: dict[str, Any] | None = None, only: set[st
         steps.append(Step("04_evaluate", run_dir / "04_evaluate.ipynb",
                           base | {"setting": setting, "method": method, "seed": seed},
                           done=lambda d=run_dir: layout.eval_rows_path(d, profile.eval.mode).is_file()))
-    for ref in profile.eval.references:
+    for ref in profile.eval.references if profile.settings[0].name in selected else []:
         ref_dir = layout.reference_dir(profile, ref)
         steps.append(Step("04_evaluate", ref_dir / "04_evaluate.ipynb", base | {"reference": ref},
                           done=lambda d=ref_dir: layout.eval_rows_path(d, profile.eval.mode).is_file()))
-    steps.append(Step("05_results", root / "05_results.ipynb", dict(base)))
+    steps.append(Step("05_results", shared / "05_results.ipynb", dict(base)))
     if only:
         steps = [s for s in steps if any(s.notebook.startswith(o) for o in only)]
     return steps
@@ -131,16 +142,21 @@ def _fmt(seconds: float) -> str:
 
 
 def run(profile_name: str = "smoke", overrides: dict[str, Any] | None = None, force: bool = False,
-        only: set[str] | None = None, echo: Callable[[str], None] = print, dry_run: bool = False) -> int:
-    """Execute the plan (``dry_run``: only list it, with what would be skipped); returns a process exit code
-    (0 ok, 1 a notebook failed)."""
+        only: set[str] | None = None, echo: Callable[[str], None] = print, dry_run: bool = False,
+        settings: list[str] | None = None) -> int:
+    """Execute the plan (``dry_run``: only list it, with what would be skipped, and the compute and disk plans);
+    returns a process exit code (0 ok, 1 a notebook failed)."""
     profile = load_profile(profile_name, overrides)
     configure_offline(profile.offline)
-    steps = plan(profile, overrides, only)
+    steps = plan(profile, overrides, only, settings)
     if dry_run:
         for i, step in enumerate(steps, 1):
             state = "skip (outputs exist)" if not force and step.done() else "run"
             echo(f"[{i}/{len(steps)}] {step.label}: {state} -> {_display(step.output)}")
+        echo("\nCompute plan (estimated GPU-hours from docs/benchmarks.json; see otterlib.plans):\n"
+             + compute_plan(profile, settings).to_string(index=False))
+        echo("\nDisk plan (training data):\n" + disk_plan(profile, settings).to_string(index=False))
+        echo("\n".join(["", *source_notes(profile, settings)]))
         return 0
     t0 = time.time()
     ran, skipped = 0, 0
@@ -168,7 +184,8 @@ def run(profile_name: str = "smoke", overrides: dict[str, Any] | None = None, fo
     return 0
 
 
-def _parse_override(text: str) -> tuple[str, Any]:
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key.path=value`` (the value read as YAML) -> (key path, value); what ``--set`` takes."""
     import yaml
 
     if "=" not in text:
@@ -184,12 +201,18 @@ def main(argv: list[str] | None = None) -> None:
                         help="redo steps whose outputs exist (01 then downloads again: combine with --only)")
     parser.add_argument("--only", action="append", metavar="PREFIX",
                         help="run only notebooks starting with PREFIX (e.g. 03 or 05_results); repeatable")
-    parser.add_argument("--set", action="append", default=[], type=_parse_override, metavar="KEY=VALUE",
+    parser.add_argument("--setting", action="append", metavar="NAME",
+                        help="run only this setting's trainings and evaluations (plus the shared steps); repeatable")
+    parser.add_argument("--set", action="append", default=[], type=parse_override, metavar="KEY=VALUE",
                         help="override a profile field, e.g. --set train.epochs=1; repeatable")
     parser.add_argument("--dry-run", action="store_true", help="list the steps (and which would be skipped), run none")
     args = parser.parse_args(argv)
-    sys.exit(run(args.profile, dict(args.set), args.force, set(args.only) if args.only else None,
-                 dry_run=args.dry_run))
+    try:
+        code = run(args.profile, dict(args.set), args.force, set(args.only) if args.only else None,
+                   dry_run=args.dry_run, settings=args.setting)
+    except (FileNotFoundError, ValueError) as err:  # a bad profile, override or setting name
+        parser.exit(2, f"run_all.sh: {err}\n")
+    sys.exit(code)
 
 
 if __name__ == "__main__":

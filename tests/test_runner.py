@@ -55,8 +55,9 @@ def test_run_skips_steps_whose_outputs_exist(tmp_path, monkeypatch):
     executed.clear()
     listed = []
     assert runner.run("smoke", {"results_dir": str(tmp_path)}, only={"03"}, dry_run=True, echo=listed.append) == 0
-    assert not executed and len(listed) == len(profile.settings) * len(profile.methods)
-    assert sum(line.endswith("03_train.ipynb") and "skip (outputs exist)" in line for line in listed) == 1
+    steps = [line for line in listed if line.startswith("[")]  # the compute and disk plans follow the steps
+    assert not executed and len(steps) == len(profile.settings) * len(profile.methods)
+    assert sum(line.endswith("03_train.ipynb") and "skip (outputs exist)" in line for line in steps) == 1
 
 
 @pytest.mark.slow
@@ -81,3 +82,46 @@ def test_failure_names_notebook_parameters_and_executed_copy(tmp_path, monkeypat
     assert not (out / "smoke" / "02_prepare_eval_sets.ipynb").exists()
     tb = json.dumps(nbformat.read(executed, as_version=4).cells[-1].outputs)
     assert "the shard server is gone" in tb
+
+
+def test_a_setting_selection_keeps_its_runs_and_puts_shared_steps_apart(tmp_path):
+    profile = load_profile("paper", {"results_dir": str(tmp_path)})
+    first, yfcc = "cc3m-rn50-declutr-sci-base", "yfcc15m-rn50-declutr-sci-base"
+    steps = runner.plan(profile, settings=[yfcc])
+    assert [s.notebook for s in steps] == (["00_setup", "01_download_cc3m", "02_prepare_eval_sets"] + ["03_train"] * 4
+                                           + ["04_evaluate"] * 4 + ["05_results"])
+    assert {s.parameters["setting"] for s in steps if "setting" in s.parameters} == {yfcc}
+    shared = tmp_path / "paper" / "selections" / yfcc
+    assert [s.output for s in steps if "setting" not in s.parameters] == [
+        shared / "00_setup.ipynb", shared / "01_download_cc3m.ipynb", shared / "02_prepare_eval_sets.ipynb",
+        shared / "05_results.ipynb"]
+    # Separate machines, one setting each, one shared results/: no executed notebook is written by both, and the
+    # reference models are evaluated once, with the profile's first setting.
+    other = runner.plan(profile, settings=[first])
+    assert not {s.output for s in steps} & {s.output for s in other}
+    assert [s.parameters["reference"] for s in other if s.parameters.get("reference")] == ["clip_rn50"]
+    both = runner.plan(profile, settings=[yfcc, first])
+    assert both[0].output == tmp_path / "paper" / "selections" / f"{first}+{yfcc}" / "00_setup.ipynb"
+    assert len([s for s in both if s.notebook == "03_train"]) == 8
+
+
+def test_an_unknown_setting_is_a_clear_error_listing_the_valid_ones(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        runner.main(["--profile", "paper", "--setting", "cc3m-vit", "--dry-run"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "no setting 'cc3m-vit'" in err and "cc3m-rn50-declutr-sci-base" in err and "wit-rn50-declutr-sci-base" in err
+
+
+def test_paper_dry_run_lists_the_grid_and_its_compute_and_disk_plans(tmp_path):
+    lines = []
+    assert runner.run("paper", {"results_dir": str(tmp_path)}, dry_run=True, echo=lines.append) == 0
+    text = "\n".join(lines)
+    assert sum("] 03_train [" in line for line in lines) == 7 * 4
+    assert sum("] 04_evaluate [" in line for line in lines) == 7 * 4 + 1  # + the CLIP reference
+    compute = text.split("Compute plan")[1].split("Disk plan")[0]
+    for s in load_profile("paper").settings:
+        assert s.name in compute
+    assert "6,481 x 10" in compute and "unmeasured" in compute
+    disk = text.split("Disk plan")[1]
+    assert all(source in disk for source in ("cc3m", "yfcc15m", "wit")) and "3,334,173" in disk
