@@ -161,6 +161,15 @@ class TrainConfig:
     ``seeds`` by :func:`resolve_run`."""
     nproc: int = 1
     """Processes per node; >1 launches ``torchrun -m otterlib.train``."""
+    nnodes: int = 1
+    """Nodes; >1 launches torchrun's multi-node rendezvous on every node (see ``docs/paper_grid.md``)."""
+    rdzv_endpoint: str | None = None
+    """``host:port`` of the rendezvous (any node that all reach, e.g. the first of a SLURM allocation);
+    required when ``nnodes > 1``."""
+    rdzv_id: str | None = None
+    """Rendezvous id shared by the nodes of one run; None: derived from the run (profile, setting, method, seed)."""
+    rdzv_backend: str = "c10d"
+    """torchrun ``--rdzv-backend`` (``c10d`` needs no extra service)."""
     device: str = "auto"
     num_workers: int = 8
     shuffle_buffer: int = 5000
@@ -175,6 +184,10 @@ class TrainConfig:
     channels_last: bool = True
     deterministic: bool = False
 
+
+LAUNCH_ONLY_TRAIN_FIELDS: tuple[str, ...] = ("rdzv_endpoint", "rdzv_id", "rdzv_backend")
+"""Train fields that only say where processes meet (not in :meth:`RunConfig.config_hash`: a run resumes in
+another allocation)."""
 
 PROVENANCES: tuple[str, ...] = ("published", "reconstructed")
 
@@ -281,6 +294,8 @@ class RunConfig:
         """sha256 (12 hex) of everything that changes the trained weights (not the output folder)."""
         d = self.to_dict()
         d.pop("run_dir")
+        for name in LAUNCH_ONLY_TRAIN_FIELDS:
+            d["train"].pop(name)
         return config_hash(d)
 
 

@@ -1,7 +1,8 @@
 """The trainer: one function for the notebook and the torchrun CLI.
 
-``run_training(cfg)`` trains one (setting, method) run in this process, or, when ``cfg.train.nproc > 1``,
-launches ``torchrun -m otterlib.train --config <run_dir>/config.yaml`` and streams its log.
+``run_training(cfg)`` trains one (setting, method) run in this process, or, when ``cfg.train.nproc > 1`` or
+``cfg.train.nnodes > 1``, launches ``torchrun -m otterlib.train --config <run_dir>/config.yaml``
+(:func:`torchrun_command`) and streams its log.
 ``python -m otterlib.train --config ...`` (what torchrun starts) calls :func:`train` in every process.
 
 Run folder contract (``results/<profile>/<setting>/<method>/``): ``config.yaml`` (resolved),
@@ -382,17 +383,42 @@ def _progress_bar(enabled: bool, total: int, initial: int, cfg: RunConfig):
                 desc=f"{cfg.setting}/{cfg.method}")
 
 
+def torchrun_command(cfg: RunConfig, config_path: Path, torchrun: str = "torchrun") -> list[str]:
+    """The ``torchrun`` command line that trains ``cfg`` from its resolved ``config_path``.
+
+    One node (``train.nnodes == 1``): ``torchrun --standalone --nproc-per-node P -m otterlib.train --config ...``.
+    Several: ``torchrun --nnodes N --nproc-per-node P --rdzv-backend B --rdzv-endpoint host:port --rdzv-id ID
+    -m otterlib.train --config ...``, the same on every node (torchrun's own rendezvous assigns the ranks).
+    ``ID`` is ``train.rdzv_id``, else ``<profile>-<setting>-<method>-seed<seed>``. A missing or malformed
+    endpoint is a ValueError.
+    """
+    t = cfg.train
+    if t.nproc < 1 or t.nnodes < 1:
+        raise ValueError(f"train.nproc and train.nnodes must be >= 1, got {t.nproc} and {t.nnodes}")
+    tail = [f"--nproc-per-node={t.nproc}", "-m", "otterlib.train", "--config", str(config_path)]
+    if t.nnodes == 1:
+        return [torchrun, "--standalone", *tail]
+    host, _, port = (t.rdzv_endpoint or "").rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"train.nnodes={t.nnodes} needs train.rdzv_endpoint as 'host:port' (a node every node "
+                         f"reaches, e.g. the first of the allocation), got {t.rdzv_endpoint!r}")
+    rdzv_id = t.rdzv_id or f"{cfg.profile}-{cfg.setting}-{cfg.method}-seed{t.seed}"
+    return [torchrun, f"--nnodes={t.nnodes}", f"--rdzv-backend={t.rdzv_backend}",
+            f"--rdzv-endpoint={t.rdzv_endpoint}", f"--rdzv-id={rdzv_id}", *tail]
+
+
 def run_training(cfg: RunConfig, *, progress: bool = True, echo: Callable[[str], None] = print) -> TrainResult:
-    """Notebook entry point: in-process when ``nproc == 1``, else ``torchrun`` with its log streamed to ``echo``."""
+    """Notebook entry point: in-process on one process, else :func:`torchrun_command` with its log streamed to
+    ``echo``. With ``train.nnodes > 1`` this node's torchrun waits at the rendezvous for the other nodes,
+    which run the same command (``python -m otterlib.launch``, ``docs/slurm_train_setting.sbatch``)."""
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.train.nproc <= 1:
+    if cfg.train.nproc <= 1 and cfg.train.nnodes <= 1:
         return train(cfg, progress=progress)
     config_path = run_dir / "config.yaml"
     save_yaml(cfg.to_dict(), config_path)
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
-    cmd = [torchrun, "--standalone", f"--nproc_per_node={cfg.train.nproc}", "-m", "otterlib.train",
-           "--config", str(config_path)]
+    cmd = torchrun_command(cfg, config_path, torchrun)
     echo("$ " + " ".join(cmd))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                             env=os.environ | {"PYTHONUNBUFFERED": "1"})

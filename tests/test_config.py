@@ -130,7 +130,7 @@ def test_published_provenance_matches_the_published_numbers():
 def test_mini_runs_the_same_seven_settings_at_300k_pairs_2_epochs_on_one_gpu():
     mini, paper = config.load_profile("mini"), config.load_profile("paper")
     assert mini.settings == paper.settings
-    assert (mini.data.max_train_samples, mini.train.epochs, mini.train.nproc) == (300_000, 2, 1)
+    assert (mini.data.max_train_samples, mini.train.epochs, mini.train.nproc, mini.train.nnodes) == (300_000, 2, 1, 1)
 
 
 @pytest.mark.parametrize("field,value,match", [("source", "laion", "unknown source 'laion'.*'cc3m'"),
@@ -145,6 +145,16 @@ def test_a_setting_on_a_source_the_data_section_does_not_hold_is_refused():
     assert config.resolve_run(p, "cc3m-fbnetv3b-declutr-sci-base", "otter").model.image_encoder == "timm:fbnetv3_b"
     with pytest.raises(ValueError, match="trains on yfcc15m.*no data configuration"):
         config.resolve_run(p, "yfcc15m-rn50-declutr-sci-base", "otter")
+
+
+def test_rendezvous_fields_do_not_change_the_config_hash_but_the_node_count_does():
+    p = config.load_profile("paper")
+    run = config.resolve_run(p, "cc3m-rn50-declutr-sci-base", "otter")
+    moved = config.resolve_run(config.load_profile("paper", {"train.rdzv_endpoint": "node7:29500",
+                                                             "train.rdzv_id": "job42"}), run.setting, "otter")
+    assert moved.config_hash() == run.config_hash()
+    wider = config.resolve_run(config.load_profile("paper", {"train.nnodes": 2}), run.setting, "otter")
+    assert wider.config_hash() != run.config_hash()
 
 
 def test_concurrent_writers_of_one_yaml_never_collide(tmp_path):
