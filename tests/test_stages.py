@@ -18,3 +18,18 @@ def test_smoke_download_stage_reruns_and_recovers_an_unfinished_download(tmp_pat
     manifest.unlink()  # as if the download had been interrupted before finishing
     resumed = stages.prepare_training_data(profile)
     assert resumed["train"].successes == 40 and manifest.is_file()
+
+
+def test_results_figures_cover_the_settings_trained_so_far(tmp_path):
+    """Settings trained on separate machines into one results/: 05 shows what has finished, nothing more."""
+    profile = load_profile("paper", {"results_dir": str(tmp_path)})
+    assert stages.trained_settings(profile, "otter") == []
+    for setting, method in [("wit-rn50-declutr-sci-base", "otter"), ("cc3m-rn50-sbert-base", "otter"),
+                            ("cc3m-rn50-sbert-base", "infonce")]:
+        run_dir = profile.run_dir(setting, method, 0)
+        run_dir.mkdir(parents=True)
+        (run_dir / "metrics.json").write_text("{}")
+    profile.run_dir("cc3m-rn50-declutr-sci-base", "otter", 0).mkdir(parents=True)  # still training
+    assert stages.trained_settings(profile, "otter") == ["cc3m-rn50-sbert-base", "wit-rn50-declutr-sci-base"]
+    assert stages.trained_settings(profile, "infonce") == ["cc3m-rn50-sbert-base"]
+    assert stages.trained_settings(profile, "dino") == []

@@ -28,6 +28,13 @@ def build_results(profile: Profile) -> dict[str, Any]:
             "eval_sets": report.eval_set_summary(profile.results_root, mode)}
 
 
+def trained_settings(profile: Profile, method: str) -> list[str]:
+    """The settings whose first-seed ``method`` run has finished training (``metrics.json``): what the figures of
+    05 can show when settings run on separate machines and only some have finished."""
+    return [s.name for s in profile.settings if method in profile.methods
+            and (profile.run_dir(s.name, method, profile.seeds_of(s.name)[0]) / "metrics.json").is_file()]
+
+
 def bootstrap_table(profile: Profile, k: int = 1, n_boot: int = 1000) -> pd.DataFrame:
     """FH@k with a 95% percentile-bootstrap interval per (setting, method, eval set) of each setting's first
     seed, and the paired-bootstrap p-value that OTTER is not better than that method on the same images."""
