@@ -386,8 +386,8 @@ def _progress_bar(enabled: bool, total: int, initial: int, cfg: RunConfig):
 def torchrun_command(cfg: RunConfig, config_path: Path, torchrun: str = "torchrun") -> list[str]:
     """The ``torchrun`` command line that trains ``cfg`` from its resolved ``config_path``.
 
-    One node (``train.nnodes == 1``): ``torchrun --standalone --nproc-per-node P -m otterlib.train --config ...``.
-    Several: ``torchrun --nnodes N --nproc-per-node P --rdzv-backend B --rdzv-endpoint host:port --rdzv-id ID
+    One node (``train.nnodes == 1``): ``torchrun --standalone --nproc_per_node P -m otterlib.train --config ...``.
+    Several: ``torchrun --nnodes N --rdzv-backend B --rdzv-endpoint host:port --rdzv-id ID --nproc_per_node P
     -m otterlib.train --config ...``, the same on every node (torchrun's own rendezvous assigns the ranks).
     ``ID`` is ``train.rdzv_id``, else ``<profile>-<setting>-<method>-seed<seed>``. A missing or malformed
     endpoint is a ValueError.
@@ -395,7 +395,7 @@ def torchrun_command(cfg: RunConfig, config_path: Path, torchrun: str = "torchru
     t = cfg.train
     if t.nproc < 1 or t.nnodes < 1:
         raise ValueError(f"train.nproc and train.nnodes must be >= 1, got {t.nproc} and {t.nnodes}")
-    tail = [f"--nproc-per-node={t.nproc}", "-m", "otterlib.train", "--config", str(config_path)]
+    tail = [f"--nproc_per_node={t.nproc}", "-m", "otterlib.train", "--config", str(config_path)]
     if t.nnodes == 1:
         return [torchrun, "--standalone", *tail]
     host, _, port = (t.rdzv_endpoint or "").rpartition(":")

@@ -15,7 +15,7 @@ def _run(overrides=None, method="otter"):
 
 def test_one_node_is_a_standalone_torchrun(tmp_path):
     cmd = torchrun_command(_run(), tmp_path / "config.yaml", "/venv/bin/torchrun")
-    assert cmd == ["/venv/bin/torchrun", "--standalone", "--nproc-per-node=8", "-m", "otterlib.train",
+    assert cmd == ["/venv/bin/torchrun", "--standalone", "--nproc_per_node=8", "-m", "otterlib.train",
                    "--config", str(tmp_path / "config.yaml")]
 
 
@@ -23,7 +23,7 @@ def test_several_nodes_use_torchruns_rendezvous_with_an_id_per_run(tmp_path):
     cfg = _run({"train.nnodes": 4, "train.rdzv_endpoint": "gpu-node-001:29500"}, method="kd")
     cmd = torchrun_command(cfg, tmp_path / "config.yaml")
     assert cmd == ["torchrun", "--nnodes=4", "--rdzv-backend=c10d", "--rdzv-endpoint=gpu-node-001:29500",
-                   "--rdzv-id=paper-cc3m-rn50-declutr-sci-base-kd-seed0", "--nproc-per-node=8",
+                   "--rdzv-id=paper-cc3m-rn50-declutr-sci-base-kd-seed0", "--nproc_per_node=8",
                    "-m", "otterlib.train", "--config", str(tmp_path / "config.yaml")]
     assert "--standalone" not in cmd
     mine = _run({"train.nnodes": 2, "train.rdzv_endpoint": "[fe80::1]:29400", "train.rdzv_id": "slurm-77",
@@ -79,5 +79,35 @@ def test_run_training_joins_the_rendezvous_even_with_one_process_per_node(tmp_pa
     lines = []
     result = trainer.run_training(cfg, echo=lines.append)
     assert result.metrics == {"done": 1} and lines[-1] == "waiting for the other node"
-    assert "--nnodes=2" in seen[0] and "--nproc-per-node=1" in seen[0]
+    assert "--nnodes=2" in seen[0] and "--nproc_per_node=1" in seen[0]
     assert (tmp_path / "paper" / cfg.setting / "otter" / "seed0" / "config.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_two_nodes_meet_at_the_rendezvous_and_train_one_run(tmp_path, tiny_data_root):
+    """Two 'nodes' on this machine run the launcher's command line as printed: one run, world size 2."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    overrides = {"results_dir": str(tmp_path), "data.root": str(tiny_data_root), "train.nnodes": 2, "train.nproc": 1,
+                 "train.rdzv_endpoint": f"127.0.0.1:{port}",
+                 "settings.1.train": {"epochs": 1, "max_steps_per_epoch": 2}}
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    (line,), _ = launch_lines("smoke", "tiny-scratch", overrides, methods=["infonce"], torchrun=torchrun)
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    nodes = [subprocess.Popen(shlex.split(line), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    logs = [node.communicate(timeout=600)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(log[-3000:] for log in logs)
+    run_dir = config.load_profile("smoke", overrides).run_dir("tiny-scratch", "infonce", 0)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["global_steps"] == 2
+    a, b = metrics["rank_param_checksums"]
+    assert a == b

@@ -112,7 +112,8 @@ def test_sentence_bert_large_is_1024_wide_then_linear_to_768_with_the_official_m
                         lambda model_id, pretrained, max_tokens: built.setdefault(model_id, _sentence_bert(1024)))
     model = create_model(ModelConfig("tiny_cnn", "sentence-transformer-large", 768, False)).eval()
     assert list(built) == ["sentence-transformers/bert-large-nli-mean-tokens"]
-    assert isinstance(model.text_proj, nn.Linear) and (model.text_proj.in_features, model.text_proj.out_features) == (1024, 768)
+    assert isinstance(model.text_proj, nn.Linear)
+    assert (model.text_proj.in_features, model.text_proj.out_features) == (1024, 768)
     captions = ["a dog", "a photo of a flower in a garden next to a small red house"]  # padded batch
     with torch.no_grad():
         tokens = model.tokenize(captions)

@@ -60,7 +60,8 @@ def _write_yfcc(tmp_path, metadata_rows, listed):
 
 def test_yfcc15m_keeps_listed_photos_with_the_paper_caption_rule(tmp_path):
     rows = [
-        _yfcc_row(0, 1001, "Sunset+over+%3Cb%3Ethe%3C%2Fb%3E+bay", "A+%22nice%22+day%2C+C%2B%2B+%26amp%3B+more%0Aon+two+lines"),
+        _yfcc_row(0, 1001, "Sunset+over+%3Cb%3Ethe%3C%2Fb%3E+bay",
+                  "A+%22nice%22+day%2C+C%2B%2B+%26amp%3B+more%0Aon+two+lines"),
         _yfcc_row(1, 1002, "not+listed", "never+kept"),
         _yfcc_row(2, 1003, "", "only+a+description"),
         _yfcc_row(3, 1004, "IMG_0520", ""),
