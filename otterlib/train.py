@@ -30,13 +30,13 @@ import torch.distributed as dist
 from torch import nn
 
 from otterlib import checkpoint as ckpt_io
-from otterlib.config import RunConfig, TrainConfig, save_yaml
+from otterlib.config import LossConfig, RunConfig, TrainConfig, save_yaml
 from otterlib import layout
 from otterlib.data.loader import build_eval_pairs_loader, build_train_loader, steps_per_epoch_from_manifest
 from otterlib.data.transforms import eval_transform, train_transform
 from otterlib.ema import EMATeacher
 from otterlib.env import configure_offline, git_sha, resolve_device, runtime_info
-from otterlib.losses import create_loss
+from otterlib.losses import ContrastiveObjective, create_loss
 from otterlib.models import create_model
 from otterlib.validation import embed_pairs, retrieval_metrics
 
@@ -64,6 +64,20 @@ class StudentWithLoss(nn.Module):
                 teacher_img: torch.Tensor | None, teacher_txt: torch.Tensor | None) -> dict[str, torch.Tensor]:
         img, txt = self.model(images, captions)
         return self.loss(img, txt, teacher_img, teacher_txt)
+
+
+def build_training_modules(model: nn.Module, loss_fn: ContrastiveObjective, loss_cfg: LossConfig, *,
+                           sync_batchnorm: bool) -> tuple[StudentWithLoss, EMATeacher | None]:
+    """The student (encoders + objective as one module, to be wrapped in DDP by the caller) and, when the
+    objective needs one, its EMA teacher.
+
+    ``sync_batchnorm`` converts the student's BatchNorm layers to SyncBatchNorm (CUDA DDP, as the official code).
+    """
+    teacher = EMATeacher(model, decay=loss_cfg.ema_decay) if loss_fn.needs_teacher else None
+    module = StudentWithLoss(model, loss_fn)
+    if sync_batchnorm:
+        module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    return module, teacher
 
 
 def loss_kwargs(cfg: RunConfig) -> dict[str, Any]:
@@ -177,11 +191,10 @@ def train(cfg: RunConfig, *, progress: bool = True, stop_after_steps: int | None
     if t_cfg.channels_last and device.type == "cuda":
         model.image_encoder.to(memory_format=torch.channels_last)
     loss_fn = create_loss(cfg.method, **loss_kwargs(cfg)).to(device)
-    teacher = EMATeacher(model, decay=cfg.loss.ema_decay) if loss_fn.needs_teacher else None
-    module = StudentWithLoss(model, loss_fn)
+    # the official code's SyncBN under DDP; PyTorch has no CPU SyncBatchNorm (BN stays per rank there)
+    module, teacher = build_training_modules(model, loss_fn, cfg.loss,
+                                             sync_batchnorm=world > 1 and device.type == "cuda")
     if world > 1:
-        if device.type == "cuda":  # the official code's SyncBN; PyTorch has no CPU SyncBatchNorm (BN stays per rank)
-            module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
         module = nn.parallel.DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = create_optimizer(params, t_cfg)
