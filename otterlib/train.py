@@ -69,11 +69,11 @@ class StudentWithLoss(nn.Module):
 def build_training_modules(model: nn.Module, loss_fn: ContrastiveObjective, loss_cfg: LossConfig, *,
                            sync_batchnorm: bool) -> tuple[StudentWithLoss, EMATeacher | None]:
     """The student (encoders + objective as one module, to be wrapped in DDP by the caller) and, when the
-    objective needs one, its EMA teacher.
+    objective needs one, its EMA teacher (``loss_cfg.ema_decay``, ``loss_cfg.teacher_mode``).
 
     ``sync_batchnorm`` converts the student's BatchNorm layers to SyncBatchNorm (CUDA DDP, as the official code).
     """
-    teacher = EMATeacher(model, decay=loss_cfg.ema_decay) if loss_fn.needs_teacher else None
+    teacher = EMATeacher(model, decay=loss_cfg.ema_decay, mode=loss_cfg.teacher_mode) if loss_fn.needs_teacher else None
     module = StudentWithLoss(model, loss_fn)
     if sync_batchnorm:
         module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
@@ -300,8 +300,7 @@ def train_step(module: nn.Module, teacher: EMATeacher | None, optimizer: torch.o
         teacher.update(student)
     with torch.autocast(images.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         if teacher is not None:
-            with torch.no_grad():
-                teacher_img, teacher_txt = teacher.module(images, tokens)
+            teacher_img, teacher_txt = teacher(images, tokens)
         terms = module(images, tokens, teacher_img, teacher_txt)
     if not all(torch.isfinite(v).all() for v in terms.values()):
         values = {k: float(v.detach()) for k, v in terms.items()}

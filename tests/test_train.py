@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from otterlib import checkpoint as ckpt_io
+from otterlib import train as train_module
 from otterlib.config import DataConfig, LossConfig, ModelConfig, RunConfig, TrainConfig
 from otterlib.ema import EMATeacher
 from otterlib.losses import create_loss
@@ -51,6 +52,42 @@ def test_each_method_overfits_a_fixed_batch(method):
         assert teacher.num_updates == 60
         assert any(not torch.equal(v, teacher.module.state_dict()[k]) for k, v in teacher_before.items())
         assert all(p.grad is None for p in teacher.module.parameters())
+
+
+def _pretrained_like(real_create):
+    """``create_model`` whose text encoder comes back in eval mode, as ``from_pretrained`` returns it."""
+    def create(cfg):
+        model = real_create(cfg)
+        model.text_encoder.eval()
+        return model
+    return create
+
+
+@pytest.mark.parametrize("teacher_mode", ["train", "eval"])
+def test_every_teacher_submodule_is_in_the_configured_mode_during_training(tmp_path, tiny_data_root, monkeypatch,
+                                                                          teacher_mode):
+    """Through ``train()``: forward pre-hooks record each teacher submodule's mode while the teacher embeds a
+    batch, on every step of the run; the student is entirely in train mode."""
+    monkeypatch.setattr(train_module, "create_model", _pretrained_like(train_module.create_model))
+    seen: dict[str, set[bool]] = {"teacher": set(), "student": set()}
+    real_step = train_module.train_step
+
+    def spying_step(module, teacher, *args):
+        hooks = [m.register_forward_pre_hook(lambda mod, _: seen["teacher"].add(mod.training))
+                 for m in teacher.module.modules()]
+        seen["student"] |= {m.training for m in module.modules()}
+        try:
+            return real_step(module, teacher, *args)
+        finally:
+            for h in hooks:
+                h.remove()
+
+    monkeypatch.setattr(train_module, "train_step", spying_step)
+    cfg = run_config(tmp_path, tiny_data_root, method="otter", epochs=1)
+    if teacher_mode != "train":  # "train" is the default (the official teacher)
+        cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, teacher_mode=teacher_mode))
+    train(cfg, progress=False, stop_after_steps=2)
+    assert seen == {"teacher": {teacher_mode == "train"}, "student": {True}}
 
 
 def _params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
