@@ -72,11 +72,15 @@ def build_training_modules(model: nn.Module, loss_fn: ContrastiveObjective, loss
     objective needs one, its EMA teacher (``loss_cfg.ema_decay``, ``loss_cfg.teacher_mode``).
 
     ``sync_batchnorm`` converts the student's BatchNorm layers to SyncBatchNorm (CUDA DDP, as the official code).
+    The teacher is copied from the converted student, so its BatchNorm normalises over the global batch too
+    (as the official teacher, a copy of the converted model). It is no submodule of the returned student, so
+    it never enters DDP, the optimizer or the student's state dict.
     """
-    teacher = EMATeacher(model, decay=loss_cfg.ema_decay, mode=loss_cfg.teacher_mode) if loss_fn.needs_teacher else None
     module = StudentWithLoss(model, loss_fn)
     if sync_batchnorm:
         module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    teacher = (EMATeacher(module.model, decay=loss_cfg.ema_decay, mode=loss_cfg.teacher_mode)
+               if loss_fn.needs_teacher else None)
     return module, teacher
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from otterlib import checkpoint as ckpt_io
 from otterlib import train as train_module
@@ -12,7 +13,8 @@ from otterlib.config import DataConfig, LossConfig, ModelConfig, RunConfig, Trai
 from otterlib.ema import EMATeacher
 from otterlib.losses import create_loss
 from otterlib.models import create_model
-from otterlib.train import NonFiniteLossError, StudentWithLoss, train_step, loss_kwargs, run_training, train
+from otterlib.train import (NonFiniteLossError, StudentWithLoss, build_training_modules, loss_kwargs, run_training,
+                            train, train_step)
 
 METHODS = ["infonce", "label_smoothing", "kd", "otter"]
 TINY = ModelConfig(image_encoder="tiny_cnn", text_encoder="tiny_bert", embed_dim=32, pretrained=False,
@@ -88,6 +90,27 @@ def test_every_teacher_submodule_is_in_the_configured_mode_during_training(tmp_p
         cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, teacher_mode=teacher_mode))
     train(cfg, progress=False, stop_after_steps=2)
     assert seen == {"teacher": {teacher_mode == "train"}, "student": {True}}
+
+
+@pytest.mark.parametrize("sync_batchnorm", [False, True])
+def test_teacher_batchnorm_is_the_students_and_the_teacher_stays_outside(sync_batchnorm):
+    """CUDA DDP converts the student's BatchNorm to SyncBatchNorm; the teacher must get the same layers (the
+    official teacher is a copy of the converted model). SyncBatchNorm is built on CPU without a process group
+    (it then normalises like BatchNorm)."""
+    module, teacher = build_training_modules(create_model(TINY), create_loss("otter"), LossConfig(),
+                                             sync_batchnorm=sync_batchnorm)
+    student_types = {n: type(m) for n, m in module.model.named_modules()}
+    teacher_types = {n: type(m) for n, m in teacher.module.named_modules()}
+    assert teacher_types == student_types
+    norms = [t for t in teacher_types.values() if issubclass(t, nn.modules.batchnorm._BatchNorm)]
+    assert norms == [nn.SyncBatchNorm if sync_batchnorm else nn.BatchNorm2d] * 3
+    # the teacher is no submodule of the student (so never in DDP, the optimizer or the student's state dict)
+    assert not {id(p) for p in module.parameters()} & {id(p) for p in teacher.module.parameters()}
+    assert not any(k.startswith("teacher") for k in module.state_dict())
+    img, txt = teacher(torch.randn(4, 3, 32, 32), ["a red circle", "a cat", "two dogs", "a blue square"])
+    assert img.shape == txt.shape == (4, TINY.embed_dim) and not img.requires_grad
+    assert build_training_modules(create_model(TINY), create_loss("infonce"), LossConfig(),
+                                  sync_batchnorm=sync_batchnorm)[1] is None
 
 
 def _params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
