@@ -1,4 +1,5 @@
-"""Trainer: every method learns on a fixed batch, kill-and-resume equality, NaN guard, torchrun DDP."""
+"""Trainer: every method learns on a fixed batch, the teacher's mode and BatchNorm, kill-and-resume equality,
+NaN guard, torchrun DDP."""
 import dataclasses
 import json
 from pathlib import Path
@@ -13,8 +14,8 @@ from otterlib.config import DataConfig, LossConfig, ModelConfig, RunConfig, Trai
 from otterlib.ema import EMATeacher
 from otterlib.losses import create_loss
 from otterlib.models import create_model
-from otterlib.train import (NonFiniteLossError, StudentWithLoss, build_training_modules, loss_kwargs, run_training,
-                            train, train_step)
+from otterlib.train import (NonFiniteLossError, build_training_modules, loss_kwargs, run_training, train,
+                            train_step)
 
 METHODS = ["infonce", "label_smoothing", "kd", "otter"]
 TINY = ModelConfig(image_encoder="tiny_cnn", text_encoder="tiny_bert", embed_dim=32, pretrained=False,
@@ -34,26 +35,35 @@ def run_config(tmp_path: Path, data_root: Path, method: str = "otter", **train) 
 def test_each_method_overfits_a_fixed_batch(method):
     """60 steps of the trainer's step (EMA update, teacher forward, loss, backward, update) on one batch.
 
-    AdamW makes the test fast; the paper's SGD needs far more steps from a random init."""
+    AdamW makes the test fast; the paper's SGD needs far more steps from a random init. The teacher's
+    parameters must follow a float64 EMA of the student's kept here (buffers are left out: BatchNorm running
+    statistics change on every train-mode forward, EMA or not)."""
     torch.manual_seed(0)
     cfg = RunConfig(profile="t", setting="t", method=method, model=TINY, train=TrainConfig(), loss=LossConfig(),
                     data=DataConfig(), run_dir="unused")
     model = create_model(TINY)
-    loss = create_loss(method, **loss_kwargs(cfg))
-    module = StudentWithLoss(model, loss)
-    teacher = EMATeacher(model) if loss.needs_teacher else None
+    module, teacher = build_training_modules(model, create_loss(method, **loss_kwargs(cfg)), cfg.loss,
+                                             sync_batchnorm=False)
     opt = torch.optim.AdamW(module.parameters(), lr=1e-3, weight_decay=0.0)
     images = torch.randn(12, 3, 32, 32)
     words = "apple river stone cloud tiger violin carpet meadow engine harbor pencil garden".split()
     captions = [f"a photo of a {w}" for w in words]
-    teacher_before = {k: v.clone() for k, v in teacher.module.state_dict().items()} if teacher else None
-    losses = [float(train_step(module, teacher, opt, images, captions, None, None, i, 0, i)["loss"])
-              for i in range(60)]
+    expected = {n: p.detach().double().clone() for n, p in model.named_parameters()}
+    losses = []
+    for i in range(60):
+        decay = EMATeacher.decay_at(i + 1)  # the update before step i is the (i + 1)-th
+        for n, p in model.named_parameters():
+            expected[n].mul_(decay).add_(p.detach().double(), alpha=1.0 - decay)
+        losses.append(float(train_step(module, teacher, opt, images, captions, None, None, i, 0, i)["loss"]))
     assert losses[-1] < 0.5 * losses[0], losses[::10]
     if teacher is not None:  # the EMA teacher moved with the student but received no gradient
         assert teacher.num_updates == 60
-        assert any(not torch.equal(v, teacher.module.state_dict()[k]) for k, v in teacher_before.items())
+        params = dict(teacher.module.named_parameters())
+        assert params.keys() == expected.keys()
+        for n, p in params.items():
+            torch.testing.assert_close(p.double(), expected[n], rtol=1e-5, atol=1e-6, msg=lambda m: f"{n}: {m}")
         assert all(p.grad is None for p in teacher.module.parameters())
+        assert max((params[n].double() - p.double()).abs().max() for n, p in model.named_parameters()) > 1e-3
 
 
 def _pretrained_like(real_create):
@@ -111,10 +121,6 @@ def test_teacher_batchnorm_is_the_students_and_the_teacher_stays_outside(sync_ba
     assert img.shape == txt.shape == (4, TINY.embed_dim) and not img.requires_grad
     assert build_training_modules(create_model(TINY), create_loss("infonce"), LossConfig(),
                                   sync_batchnorm=sync_batchnorm)[1] is None
-
-
-def _params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.clone() for k, v in model.state_dict().items()}
 
 
 def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, tiny_data_root):
