@@ -1,16 +1,21 @@
 """Trainer: every method learns on a fixed batch, the teacher's mode and BatchNorm, kill-and-resume equality,
-NaN guard, torchrun DDP."""
+bit-identical runs in a fresh process, NaN guard, torchrun DDP."""
 import dataclasses
 import json
+import os
+import random
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from otterlib import checkpoint as ckpt_io
 from otterlib import train as train_module
-from otterlib.config import DataConfig, LossConfig, ModelConfig, RunConfig, TrainConfig
+from otterlib.config import DataConfig, LossConfig, ModelConfig, RunConfig, TrainConfig, save_yaml
 from otterlib.ema import EMATeacher
 from otterlib.losses import create_loss
 from otterlib.models import create_model
@@ -145,6 +150,40 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, tiny_data_roo
     for k in a["teacher"]["module"]:
         assert torch.equal(a["teacher"]["module"][k], b["teacher"]["module"][k]), f"teacher.{k} differs"
     assert a["teacher"]["num_updates"] == b["teacher"]["num_updates"] == 12
+
+
+def _tensors(tree, prefix=""):
+    """Every tensor of a nested checkpoint by path (``model.image_proj.weight``, ``optimizer.state.3.step``)."""
+    if isinstance(tree, torch.Tensor):
+        return {prefix: tree}
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else ()
+    return {k: v for key, sub in items for k, v in _tensors(sub, f"{prefix}.{key}" if prefix else str(key)).items()}
+
+
+@pytest.mark.slow
+def test_a_fresh_process_writes_the_same_checkpoints_bit_for_bit(tmp_path, tiny_data_root):
+    """The same config and shards, trained by ``python -m otterlib.train`` in a new process (its own hash seed)
+    and by ``train()`` in this one (after whatever ran before in it), with the same number of threads: the
+    student, teacher, temperatures, optimizer state and RNG states are bit-identical."""
+    package_root = str(Path(train_module.__file__).resolve().parents[1])  # the otterlib under test
+    env = os.environ | {"PYTHONHASHSEED": "1", "OMP_NUM_THREADS": str(torch.get_num_threads()),
+                        "PYTHONPATH": os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")])}
+    fresh, here = (run_config(tmp_path / name, tiny_data_root, method="otter", epochs=1) for name in ("a", "b"))
+    Path(fresh.run_dir).mkdir(parents=True)
+    save_yaml(fresh.to_dict(), Path(fresh.run_dir) / "config.yaml")
+    subprocess.run([sys.executable, "-m", "otterlib.train", "--config", str(Path(fresh.run_dir) / "config.yaml"),
+                    "--no-progress"], check=True, env=env)
+    torch.manual_seed(12345), random.seed(12345), np.random.seed(12345)  # a state no fresh process starts with
+    train(here, progress=False)
+    runs = [Path(cfg.run_dir) / "checkpoints" for cfg in (fresh, here)]
+    for name in ("epoch_001.pt", "latest.pt"):
+        a, b = (_tensors(ckpt_io.load(run / name)) for run in runs)
+        assert a.keys() == b.keys()
+        differing = [k for k in a if not torch.equal(a[k], b[k])]
+        assert not differing, f"{name}: {differing[:5]}"
+    assert {"loss.logit_scale", "loss.distill_logit_scale", "teacher.module.image_proj.weight",
+            "optimizer.state.0.momentum_buffer", "rng.torch"} <= a.keys()  # latest.pt holds all of them
+    assert ckpt_io.load(runs[0] / "latest.pt")["teacher"]["num_updates"] == 6
 
 
 def test_resume_refuses_a_changed_configuration(tmp_path, tiny_data_root):
