@@ -165,9 +165,16 @@ class ContrastiveObjective(nn.Module, abc.ABC):
         return {"logit_scale": float(self._scale(self.logit_scale.detach()))}
 
     def student_similarities(self, img: torch.Tensor, txt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cosine similarities ``S^{vt} = img·txt_allᵀ`` and ``S^{tv} = txt·img_allᵀ``, both (B, N), unscaled."""
+        """Cosine similarities ``S^{vt} = img·txt_allᵀ`` and ``S^{tv} = txt·img_allᵀ``, both (B, N), unscaled.
+
+        Float32 (float64 stays) with autocast disabled, whatever the caller's autocast state: the embeddings
+        (bf16 under autocast on GPU) are upcast before the product, so near-1 cosines are not rounded to bf16's
+        2^-8 before the scale (≈ 50) multiplies them. Gradients flow back to the embeddings in their own dtype.
+        """
         gather = all_gather_local_grad if self.local_column_grad else all_gather_no_grad
-        return img @ gather(txt).T, txt @ gather(img).T
+        with torch.autocast(device_type=img.device.type, enabled=False):
+            img, txt = _upcast(img), _upcast(txt)
+            return img @ gather(txt).T, txt @ gather(img).T
 
     @staticmethod
     def positives(batch: int, device: torch.device) -> torch.Tensor:
@@ -186,14 +193,12 @@ class ContrastiveObjective(nn.Module, abc.ABC):
         """Official bidirectional InfoNCE: CE(s·S^{vt}) + CE(s·S^{tv}), each averaged over the B rows, SUMMED."""
         scale = self._scale(self.logit_scale)
         labels = self.positives(sim_img.shape[0], sim_img.device)
-        return (F.cross_entropy(scale * _upcast(sim_img), labels)
-                + F.cross_entropy(scale * _upcast(sim_txt), labels))
+        return F.cross_entropy(scale * sim_img, labels) + F.cross_entropy(scale * sim_txt, labels)
 
     @abc.abstractmethod
     def targets(self, teacher_img: torch.Tensor, teacher_txt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, N) row-stochastic targets of the image and text rows, from the LOCAL (B, D) teacher embeddings."""
 
-    @abc.abstractmethod
     def forward(
         self,
         img: torch.Tensor,
@@ -201,7 +206,25 @@ class ContrastiveObjective(nn.Module, abc.ABC):
         teacher_img: torch.Tensor | None = None,
         teacher_txt: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Loss terms ``{"contrastive", "distill", "loss"}`` (scalars) of (B, D) L2-normalised embeddings."""
+        """Loss terms ``{"contrastive", "distill", "loss"}`` (float32 scalars; float64 for float64 input) of (B, D)
+        L2-normalised embeddings.
+
+        Similarities, scaled logits, cross-entropies and KL run in float32 with autocast disabled, whatever the
+        caller's autocast state (teacher targets too, see ``targets``); only the embeddings may be bf16.
+        """
+        _check_pair(img, txt, "student")
+        with torch.autocast(device_type=img.device.type, enabled=False):
+            return self.loss_terms(*self.student_similarities(img, txt), teacher_img, teacher_txt)
+
+    @abc.abstractmethod
+    def loss_terms(
+        self,
+        sim_img: torch.Tensor,
+        sim_txt: torch.Tensor,
+        teacher_img: torch.Tensor | None,
+        teacher_txt: torch.Tensor | None,
+    ) -> dict[str, torch.Tensor]:
+        """:meth:`forward`'s terms from the (B, N) float32 :meth:`student_similarities` (autocast disabled)."""
 
 
 class InfoNCE(ContrastiveObjective):
@@ -225,16 +248,15 @@ class InfoNCE(ContrastiveObjective):
         target = self.one_hot(teacher_img.shape[0], teacher_img.device, _upcast(teacher_img).dtype)
         return target, target.clone()
 
-    def forward(
+    def loss_terms(
         self,
-        img: torch.Tensor,
-        txt: torch.Tensor,
-        teacher_img: torch.Tensor | None = None,
-        teacher_txt: torch.Tensor | None = None,
+        sim_img: torch.Tensor,
+        sim_txt: torch.Tensor,
+        teacher_img: torch.Tensor | None,
+        teacher_txt: torch.Tensor | None,
     ) -> dict[str, torch.Tensor]:
-        """(B, D) student embeddings -> ``{"contrastive", "distill" (0), "loss"}``."""
-        _check_pair(img, txt, "student")
-        contrastive = self.infonce(*self.student_similarities(img, txt))
+        """``{"contrastive", "distill" (0), "loss"}``; the teacher embeddings are ignored."""
+        contrastive = self.infonce(sim_img, sim_txt)
         return {"contrastive": contrastive, "distill": contrastive.new_zeros(()), "loss": contrastive}
 
 
@@ -261,29 +283,30 @@ class LabelSmoothing(ContrastiveObjective):
     def targets(self, teacher_img: torch.Tensor, teacher_txt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Smoothed (B, N) rows for both directions; the inputs give only the batch size and device."""
         _check_pair(teacher_img, teacher_txt, "target")
-        batch = teacher_img.shape[0]
+        target = self._smoothed(teacher_img.shape[0], teacher_img.device, _upcast(teacher_img).dtype)
+        return target, target.clone()
+
+    def _smoothed(self, batch: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """(B, N) rows: 1 − ε at each local row's positive, ε/(N − 1) elsewhere."""
         n_cols = batch * get_world_size()
         if n_cols < 2 and self.epsilon > 0:
             raise ValueError("label smoothing needs a global batch of at least 2 samples")
-        one_hot = self.one_hot(batch, teacher_img.device, _upcast(teacher_img).dtype)
+        one_hot = self.one_hot(batch, device, dtype)
         off = self.epsilon / (n_cols - 1) if n_cols > 1 else 0.0
-        target = one_hot * (1.0 - self.epsilon) + (1.0 - one_hot) * off
-        return target, target.clone()
+        return one_hot * (1.0 - self.epsilon) + (1.0 - one_hot) * off
 
-    def forward(
+    def loss_terms(
         self,
-        img: torch.Tensor,
-        txt: torch.Tensor,
-        teacher_img: torch.Tensor | None = None,
-        teacher_txt: torch.Tensor | None = None,
+        sim_img: torch.Tensor,
+        sim_txt: torch.Tensor,
+        teacher_img: torch.Tensor | None,
+        teacher_txt: torch.Tensor | None,
     ) -> dict[str, torch.Tensor]:
-        """(B, D) student embeddings -> ``{"contrastive", "distill" (0), "loss"}``."""
-        _check_pair(img, txt, "student")
-        sim_img, sim_txt = self.student_similarities(img, txt)
-        target_img, target_txt = self.targets(img, txt)
+        """``{"contrastive", "distill" (0), "loss"}``; the teacher embeddings are ignored."""
+        target = self._smoothed(sim_img.shape[0], sim_img.device, sim_img.dtype)
         scale = self._scale(self.logit_scale)
-        contrastive = (-(target_img * F.log_softmax(scale * _upcast(sim_img), dim=1)).sum(1).mean()
-                       - (target_txt * F.log_softmax(scale * _upcast(sim_txt), dim=1)).sum(1).mean())
+        contrastive = (-(target * F.log_softmax(scale * sim_img, dim=1)).sum(1).mean()
+                       - (target * F.log_softmax(scale * sim_txt, dim=1)).sum(1).mean())
         return {"contrastive": contrastive, "distill": contrastive.new_zeros(()), "loss": contrastive}
 
 
@@ -327,28 +350,26 @@ class DistillationObjective(ContrastiveObjective):
         mix = self.alpha * one_hot
         return mix + (1.0 - self.alpha) * m_img, mix + (1.0 - self.alpha) * m_txt
 
-    def forward(
+    def loss_terms(
         self,
-        img: torch.Tensor,
-        txt: torch.Tensor,
-        teacher_img: torch.Tensor | None = None,
-        teacher_txt: torch.Tensor | None = None,
+        sim_img: torch.Tensor,
+        sim_txt: torch.Tensor,
+        teacher_img: torch.Tensor | None,
+        teacher_txt: torch.Tensor | None,
     ) -> dict[str, torch.Tensor]:
-        """(B, D) student and (B, D_t) teacher embeddings -> ``{"contrastive", "distill", "loss"}``."""
-        _check_pair(img, txt, "student")
+        """``{"contrastive", "distill", "loss"}`` from the student similarities and the (B, D_t) teacher embeddings."""
         if teacher_img is None or teacher_txt is None:
             raise ValueError(f"{type(self).__name__} needs teacher_img and teacher_txt (see needs_teacher)")
         _check_pair(teacher_img, teacher_txt, "teacher")
-        if teacher_img.shape[0] != img.shape[0]:
+        if teacher_img.shape[0] != sim_img.shape[0]:
             raise ValueError(
-                f"teacher batch ({teacher_img.shape[0]}) differs from student batch ({img.shape[0]}); "
+                f"teacher batch ({teacher_img.shape[0]}) differs from student batch ({sim_img.shape[0]}); "
                 "embed the same samples with both"
             )
-        sim_img, sim_txt = self.student_similarities(img, txt)
         contrastive = self.infonce(sim_img, sim_txt)
         m_img, m_txt = self.soft_targets(teacher_img, teacher_txt)
         scale = self._scale(self.distill_logit_scale)
-        distill = _kl_batchmean(scale * _upcast(sim_img), m_img) + _kl_batchmean(scale * _upcast(sim_txt), m_txt)
+        distill = _kl_batchmean(scale * sim_img, m_img) + _kl_batchmean(scale * sim_txt, m_txt)
         loss = self.alpha * contrastive + (1.0 - self.alpha) * distill
         return {"contrastive": contrastive, "distill": distill, "loss": loss}
 

@@ -360,6 +360,47 @@ def test_scales_are_clamped_and_reported() -> None:
 
 
 # ---------------------------------------------------------------- precision
+def hard_negative_batch(batch: int = 512, dim: int = 768, group: int = 8,
+                        seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Student and teacher unit embeddings (float32) in groups of ``group`` near-duplicate pairs: within a group
+    image-image cosines are ≈ 0.98 and each caption is ≈ 0.99 from its image, so the logits that decide the loss
+    differ by less than bf16's resolution near 1 (2^-8)."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def jitter(x: torch.Tensor, scale: float) -> torch.Tensor:
+        return F.normalize(x + scale * torch.randn(x.shape, generator=generator) / dim ** 0.5, dim=1)
+
+    centers = F.normalize(torch.randn(batch // group, dim, generator=generator), dim=1)
+    img = jitter(centers.repeat_interleave(group, 0), 0.15)
+    txt = jitter(img, 0.15)
+    return img, txt, jitter(img, 0.05), jitter(txt, 0.05)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [("infonce", {}), ("infonce", {"local_column_grad": True}), ("label_smoothing", {}), ("kd", {}),
+     ("kd", {"kd_variant": "vv+tt+vt"}), ("otter", {}), ("otter", {"local_column_grad": True})],
+)
+def test_gradients_under_bf16_autocast_equal_float32(name: str, kwargs: dict[str, object]) -> None:
+    """Float32 embeddings, B = 512, D = 768, hard negatives: every gradient (embeddings and temperatures) under
+    CPU bf16 autocast is the float32 one to < 1e-3 relative (norm of the difference / norm of the float32 one)."""
+    img, txt, t_img, t_txt = hard_negative_batch()
+    results = []
+    for amp in (False, True):
+        loss = create_loss(name, **kwargs)
+        a, b = img.clone().requires_grad_(True), txt.clone().requires_grad_(True)
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=amp):
+            out = loss(a, b, t_img, t_txt)
+        out["loss"].backward()
+        assert all(v.dtype == torch.float32 for v in out.values())
+        results.append({"loss": out["loss"].detach(), "img": a.grad, "txt": b.grad,
+                        **{n: p.grad for n, p in loss.named_parameters()}})
+    reference, autocast = results
+    for key, expected in reference.items():
+        error = float((autocast[key] - expected).norm() / expected.norm())
+        assert error < 1e-3, f"{key}: relative error {error:.2e}"
+
+
 def test_teacher_targets_ignore_autocast_and_stay_finite() -> None:
     t_img, t_txt = clustered_batch(32, 64)
     img, txt = random_unit(32, 64, 3), random_unit(32, 64, 4)
