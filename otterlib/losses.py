@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import abc
 import inspect
+import math
 
 import torch
 import torch.nn.functional as F
@@ -40,8 +41,10 @@ LOGIT_SCALE_INIT: float = 3.9
 SCALE_CLAMP: tuple[float, float] = (1.0, 100.0)
 """Clamp of ``exp(θ)`` for both learnable scales (released code)."""
 DIAG_PENALTY: float = 100.0
-"""Subtracted from each of the vv and tt teacher similarities on the positive pair (``S − 100·D``), i.e.
-+200 cost for c_vv = c_tt = 1, so ``exp(−200/λ)`` is exactly 0 and the OT plan matches off-diagonal pairs only."""
+"""Official diagonal removal (``bug_compatible``): subtracted from each of the vv and tt teacher similarities on
+the positive pair (``c_vv·(S^{vv} − 100·D) + c_tt·(S^{tt} − 100·D)``), i.e. +200 cost for c_vv = c_tt = 1, so
+``exp(−200/λ)`` is exactly 0. Scaled by the coefficients, it vanishes for c_vv = c_tt = 0; the default removal
+is an infinite cost instead (see :func:`teacher_costs`)."""
 KD_VARIANTS: tuple[str, ...] = ("vt", "vv+tt+vt")
 """KD teacher similarity: ``vt`` = S^{vt} (initial commit ``0d3c6a0``, the default), ``vv+tt+vt`` =
 S^{vv} + S^{tt} + S^{vt} (released code ``31ba0a5``, a near one-hot target at T_t = 100)."""
@@ -88,19 +91,25 @@ def teacher_costs(
     vv_coef: float,
     tt_coef: float,
     diag_cols: torch.Tensor | None,
+    official_penalty: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """OTTER cost matrices of the teacher embeddings (official ``compute_dist_loss``).
 
     ``img_rows``/``txt_rows``: (R, D) row samples; ``img_cols``/``txt_cols``: (N, D) column samples;
     ``diag_cols``: (R,) long column of each row's removed "diagonal" (None: nothing removed). Returns
-    ``C^v = −(c_vv·(S^{vv} − 100·D) + c_tt·(S^{tt} − 100·D) + S^{vt})`` and the same with ``S^{tv}`` for
-    ``C^t``, both (R, N) in the dtype of the inputs; ``D`` is 1 at ``(r, diag_cols[r])``. When the rows
+    ``C^v = −(c_vv·S^{vv} + c_tt·S^{tt} + S^{vt})`` and the same with ``S^{tv}`` for ``C^t``, both (R, N) in
+    the dtype of the inputs, with ``+inf`` at ``(r, diag_cols[r])``: the plan is exactly 0 there whatever
+    the coefficients. ``official_penalty`` instead subtracts ``100·(c_vv + c_tt)`` there (``S − 100·D`` on
+    the vv and tt terms, :data:`DIAG_PENALTY`), which removes nothing when c_vv = c_tt = 0. When the rows
     are the columns (the same tensors: global OT), ``S^{tv} = (S^{vt})ᵀ`` saves one of the four matmuls.
     """
     shared = vv_coef * (img_rows @ img_cols.T) + tt_coef * (txt_rows @ txt_cols.T)
     if diag_cols is not None:
         rows = torch.arange(shared.shape[0], device=shared.device)
-        shared[rows, diag_cols] -= DIAG_PENALTY * (vv_coef + tt_coef)
+        if official_penalty:
+            shared[rows, diag_cols] -= DIAG_PENALTY * (vv_coef + tt_coef)
+        else:
+            shared[rows, diag_cols] = -math.inf  # cost +inf in C^v and C^t (the similarities are finite)
     sim_vt = img_rows @ txt_cols.T
     sim_tv = sim_vt.T if img_rows is img_cols and txt_rows is txt_cols else txt_rows @ img_cols.T
     return -(shared + sim_vt), -(shared + sim_tv)
@@ -425,17 +434,21 @@ class KnowledgeDistillation(DistillationObjective):
 class OTTER(DistillationObjective):
     """OTTER: targets from entropic optimal transport over the EMA teacher's similarities.
 
-    Cost ``C^v = −(c_vv·(S^{vv} − 100·D) + c_tt·(S^{tt} − 100·D) + S^{vt})`` (``C^t`` with S^{tv}),
+    Cost ``C^v = −(c_vv·S^{vv} + c_tt·S^{tt} + S^{vt})`` (``C^t`` with S^{tv}) with the diagonal removed,
     Sinkhorn–Knopp (λ = ``sinkhorn_lambda`` 0.15, ``sinkhorn_iter`` 5 iterations, uniform marginals),
     plan row-normalised into M̃, all under ``no_grad`` in float32.
 
-    - ``remove_diag`` (default True): D marks each sample's own pair, so the plan is exactly 0 there
-      and M̃ only models off-diagonal matches. Needs at least 2 samples per rank.
+    - ``remove_diag`` (default True): each sample's own pair gets an infinite cost, so the plan is exactly
+      0 there for any ``vv_coef``/``tt_coef`` and M̃ only models off-diagonal matches. Needs at least 2
+      samples per rank.
     - ``global_ot`` (default True, ``--global_ot``): solve the N×N problem of the gathered batch on every
       rank and keep this rank's B rows; False solves the local B×N problem.
-    - ``bug_compatible`` (default False): place D at columns 0..B−1 on every rank, as the official
-      ``torch.eye(B, N)`` does; that is the true positive only on rank 0. Off by default: D sits at the
-      true positive ``rank·B + i``. Identical at W = 1.
+    - ``bug_compatible`` (default False): the official code's two defects. (1) D sits at columns 0..B−1 on
+      every rank, as ``torch.eye(B, N)`` does; that is the true positive only on rank 0 (identical at
+      W = 1). (2) The removal is the penalty ``S − 100·D`` on the vv and tt terms, scaled by their
+      coefficients: +200 cost at c_vv = c_tt = 1 (plan exactly 0, as the default), nothing at
+      c_vv = c_tt = 0 (the vt-only ablation keeps its diagonal). Off by default: D sits at the true
+      positive ``rank·B + i`` and the removal is an infinite cost.
     """
 
     def __init__(
@@ -486,7 +499,8 @@ class OTTER(DistillationObjective):
                 if self.bug_compatible:
                     diag_cols = diag_cols % batch
             cost_img, cost_txt = teacher_costs(
-                img_rows, txt_rows, img_all, txt_all, self.vv_coef, self.tt_coef, diag_cols
+                img_rows, txt_rows, img_all, txt_all, self.vv_coef, self.tt_coef, diag_cols,
+                official_penalty=self.bug_compatible,
             )
             plans = []
             for cost in (cost_img, cost_txt):
