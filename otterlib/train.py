@@ -8,6 +8,11 @@ Run folder contract (``results/<profile>/<setting>/<method>/``): ``config.yaml``
 ``log.jsonl`` (one JSON object per logged step / epoch), ``checkpoints/epoch_NNN.pt`` (student),
 ``checkpoints/latest.pt`` (everything needed to resume, atomically replaced), ``checkpoints/best.pt``
 (best on the held-out validation split), ``metrics.json`` (final; written last, its presence means done).
+
+Reproducibility (CPU): the same config and shards give bit-identical checkpoints (student, teacher,
+temperatures, optimizer and RNG states) in any fresh process and after a kill and resume, provided the
+torch thread count is the same (``runtime.num_threads`` in ``log.jsonl``): with 1 thread instead of 2 the
+weights differ in the last bits (up to 1.3e-6 after 12 steps of the tiny test setting).
 """
 from __future__ import annotations
 
