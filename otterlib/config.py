@@ -137,6 +137,9 @@ class LossConfig:
     bug_compatible: bool = False
     logit_scale_init: float = 3.9
     ema_decay: float = 0.999
+    teacher_mode: str = "train"
+    """Mode of every EMA-teacher submodule (KD, OTTER): ``train`` (official: dropout on, BatchNorm batch statistics)
+    or ``eval`` (dropout off, BatchNorm on the student's running statistics)."""
 
 
 @dataclass

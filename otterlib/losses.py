@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import abc
 import inspect
+import math
 
 import torch
 import torch.nn.functional as F
@@ -40,8 +41,10 @@ LOGIT_SCALE_INIT: float = 3.9
 SCALE_CLAMP: tuple[float, float] = (1.0, 100.0)
 """Clamp of ``exp(θ)`` for both learnable scales (released code)."""
 DIAG_PENALTY: float = 100.0
-"""Subtracted from each of the vv and tt teacher similarities on the positive pair (``S − 100·D``), i.e.
-+200 cost for c_vv = c_tt = 1, so ``exp(−200/λ)`` is exactly 0 and the OT plan matches off-diagonal pairs only."""
+"""Official diagonal removal (``bug_compatible``): subtracted from each of the vv and tt teacher similarities on
+the positive pair (``c_vv·(S^{vv} − 100·D) + c_tt·(S^{tt} − 100·D)``), i.e. +200 cost for c_vv = c_tt = 1, so
+``exp(−200/λ)`` is exactly 0. Scaled by the coefficients, it vanishes for c_vv = c_tt = 0; the default removal
+is an infinite cost instead (see :func:`teacher_costs`)."""
 KD_VARIANTS: tuple[str, ...] = ("vt", "vv+tt+vt")
 """KD teacher similarity: ``vt`` = S^{vt} (initial commit ``0d3c6a0``, the default), ``vv+tt+vt`` =
 S^{vv} + S^{tt} + S^{vt} (released code ``31ba0a5``, a near one-hot target at T_t = 100)."""
@@ -88,19 +91,25 @@ def teacher_costs(
     vv_coef: float,
     tt_coef: float,
     diag_cols: torch.Tensor | None,
+    official_penalty: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """OTTER cost matrices of the teacher embeddings (official ``compute_dist_loss``).
 
     ``img_rows``/``txt_rows``: (R, D) row samples; ``img_cols``/``txt_cols``: (N, D) column samples;
     ``diag_cols``: (R,) long column of each row's removed "diagonal" (None: nothing removed). Returns
-    ``C^v = −(c_vv·(S^{vv} − 100·D) + c_tt·(S^{tt} − 100·D) + S^{vt})`` and the same with ``S^{tv}`` for
-    ``C^t``, both (R, N) in the dtype of the inputs; ``D`` is 1 at ``(r, diag_cols[r])``. When the rows
+    ``C^v = −(c_vv·S^{vv} + c_tt·S^{tt} + S^{vt})`` and the same with ``S^{tv}`` for ``C^t``, both (R, N) in
+    the dtype of the inputs, with ``+inf`` at ``(r, diag_cols[r])``: the plan is exactly 0 there whatever
+    the coefficients. ``official_penalty`` instead subtracts ``100·(c_vv + c_tt)`` there (``S − 100·D`` on
+    the vv and tt terms, :data:`DIAG_PENALTY`), which removes nothing when c_vv = c_tt = 0. When the rows
     are the columns (the same tensors: global OT), ``S^{tv} = (S^{vt})ᵀ`` saves one of the four matmuls.
     """
     shared = vv_coef * (img_rows @ img_cols.T) + tt_coef * (txt_rows @ txt_cols.T)
     if diag_cols is not None:
         rows = torch.arange(shared.shape[0], device=shared.device)
-        shared[rows, diag_cols] -= DIAG_PENALTY * (vv_coef + tt_coef)
+        if official_penalty:
+            shared[rows, diag_cols] -= DIAG_PENALTY * (vv_coef + tt_coef)
+        else:
+            shared[rows, diag_cols] = -math.inf  # cost +inf in C^v and C^t (the similarities are finite)
     sim_vt = img_rows @ txt_cols.T
     sim_tv = sim_vt.T if img_rows is img_cols and txt_rows is txt_cols else txt_rows @ img_cols.T
     return -(shared + sim_vt), -(shared + sim_tv)
@@ -165,9 +174,16 @@ class ContrastiveObjective(nn.Module, abc.ABC):
         return {"logit_scale": float(self._scale(self.logit_scale.detach()))}
 
     def student_similarities(self, img: torch.Tensor, txt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cosine similarities ``S^{vt} = img·txt_allᵀ`` and ``S^{tv} = txt·img_allᵀ``, both (B, N), unscaled."""
+        """Cosine similarities ``S^{vt} = img·txt_allᵀ`` and ``S^{tv} = txt·img_allᵀ``, both (B, N), unscaled.
+
+        Float32 (float64 stays) with autocast disabled, whatever the caller's autocast state: the embeddings
+        (bf16 under autocast on GPU) are upcast before the product, so near-1 cosines are not rounded to bf16's
+        2^-8 before the scale (≈ 50) multiplies them. Gradients flow back to the embeddings in their own dtype.
+        """
         gather = all_gather_local_grad if self.local_column_grad else all_gather_no_grad
-        return img @ gather(txt).T, txt @ gather(img).T
+        with torch.autocast(device_type=img.device.type, enabled=False):
+            img, txt = _upcast(img), _upcast(txt)
+            return img @ gather(txt).T, txt @ gather(img).T
 
     @staticmethod
     def positives(batch: int, device: torch.device) -> torch.Tensor:
@@ -186,14 +202,12 @@ class ContrastiveObjective(nn.Module, abc.ABC):
         """Official bidirectional InfoNCE: CE(s·S^{vt}) + CE(s·S^{tv}), each averaged over the B rows, SUMMED."""
         scale = self._scale(self.logit_scale)
         labels = self.positives(sim_img.shape[0], sim_img.device)
-        return (F.cross_entropy(scale * _upcast(sim_img), labels)
-                + F.cross_entropy(scale * _upcast(sim_txt), labels))
+        return F.cross_entropy(scale * sim_img, labels) + F.cross_entropy(scale * sim_txt, labels)
 
     @abc.abstractmethod
     def targets(self, teacher_img: torch.Tensor, teacher_txt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, N) row-stochastic targets of the image and text rows, from the LOCAL (B, D) teacher embeddings."""
 
-    @abc.abstractmethod
     def forward(
         self,
         img: torch.Tensor,
@@ -201,7 +215,25 @@ class ContrastiveObjective(nn.Module, abc.ABC):
         teacher_img: torch.Tensor | None = None,
         teacher_txt: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Loss terms ``{"contrastive", "distill", "loss"}`` (scalars) of (B, D) L2-normalised embeddings."""
+        """Loss terms ``{"contrastive", "distill", "loss"}`` (float32 scalars; float64 for float64 input) of (B, D)
+        L2-normalised embeddings.
+
+        Similarities, scaled logits, cross-entropies and KL run in float32 with autocast disabled, whatever the
+        caller's autocast state (teacher targets too, see ``targets``); only the embeddings may be bf16.
+        """
+        _check_pair(img, txt, "student")
+        with torch.autocast(device_type=img.device.type, enabled=False):
+            return self.loss_terms(*self.student_similarities(img, txt), teacher_img, teacher_txt)
+
+    @abc.abstractmethod
+    def loss_terms(
+        self,
+        sim_img: torch.Tensor,
+        sim_txt: torch.Tensor,
+        teacher_img: torch.Tensor | None,
+        teacher_txt: torch.Tensor | None,
+    ) -> dict[str, torch.Tensor]:
+        """:meth:`forward`'s terms from the (B, N) float32 :meth:`student_similarities` (autocast disabled)."""
 
 
 class InfoNCE(ContrastiveObjective):
@@ -225,16 +257,15 @@ class InfoNCE(ContrastiveObjective):
         target = self.one_hot(teacher_img.shape[0], teacher_img.device, _upcast(teacher_img).dtype)
         return target, target.clone()
 
-    def forward(
+    def loss_terms(
         self,
-        img: torch.Tensor,
-        txt: torch.Tensor,
-        teacher_img: torch.Tensor | None = None,
-        teacher_txt: torch.Tensor | None = None,
+        sim_img: torch.Tensor,
+        sim_txt: torch.Tensor,
+        teacher_img: torch.Tensor | None,
+        teacher_txt: torch.Tensor | None,
     ) -> dict[str, torch.Tensor]:
-        """(B, D) student embeddings -> ``{"contrastive", "distill" (0), "loss"}``."""
-        _check_pair(img, txt, "student")
-        contrastive = self.infonce(*self.student_similarities(img, txt))
+        """``{"contrastive", "distill" (0), "loss"}``; the teacher embeddings are ignored."""
+        contrastive = self.infonce(sim_img, sim_txt)
         return {"contrastive": contrastive, "distill": contrastive.new_zeros(()), "loss": contrastive}
 
 
@@ -261,29 +292,30 @@ class LabelSmoothing(ContrastiveObjective):
     def targets(self, teacher_img: torch.Tensor, teacher_txt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Smoothed (B, N) rows for both directions; the inputs give only the batch size and device."""
         _check_pair(teacher_img, teacher_txt, "target")
-        batch = teacher_img.shape[0]
+        target = self._smoothed(teacher_img.shape[0], teacher_img.device, _upcast(teacher_img).dtype)
+        return target, target.clone()
+
+    def _smoothed(self, batch: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """(B, N) rows: 1 − ε at each local row's positive, ε/(N − 1) elsewhere."""
         n_cols = batch * get_world_size()
         if n_cols < 2 and self.epsilon > 0:
             raise ValueError("label smoothing needs a global batch of at least 2 samples")
-        one_hot = self.one_hot(batch, teacher_img.device, _upcast(teacher_img).dtype)
+        one_hot = self.one_hot(batch, device, dtype)
         off = self.epsilon / (n_cols - 1) if n_cols > 1 else 0.0
-        target = one_hot * (1.0 - self.epsilon) + (1.0 - one_hot) * off
-        return target, target.clone()
+        return one_hot * (1.0 - self.epsilon) + (1.0 - one_hot) * off
 
-    def forward(
+    def loss_terms(
         self,
-        img: torch.Tensor,
-        txt: torch.Tensor,
-        teacher_img: torch.Tensor | None = None,
-        teacher_txt: torch.Tensor | None = None,
+        sim_img: torch.Tensor,
+        sim_txt: torch.Tensor,
+        teacher_img: torch.Tensor | None,
+        teacher_txt: torch.Tensor | None,
     ) -> dict[str, torch.Tensor]:
-        """(B, D) student embeddings -> ``{"contrastive", "distill" (0), "loss"}``."""
-        _check_pair(img, txt, "student")
-        sim_img, sim_txt = self.student_similarities(img, txt)
-        target_img, target_txt = self.targets(img, txt)
+        """``{"contrastive", "distill" (0), "loss"}``; the teacher embeddings are ignored."""
+        target = self._smoothed(sim_img.shape[0], sim_img.device, sim_img.dtype)
         scale = self._scale(self.logit_scale)
-        contrastive = (-(target_img * F.log_softmax(scale * _upcast(sim_img), dim=1)).sum(1).mean()
-                       - (target_txt * F.log_softmax(scale * _upcast(sim_txt), dim=1)).sum(1).mean())
+        contrastive = (-(target * F.log_softmax(scale * sim_img, dim=1)).sum(1).mean()
+                       - (target * F.log_softmax(scale * sim_txt, dim=1)).sum(1).mean())
         return {"contrastive": contrastive, "distill": contrastive.new_zeros(()), "loss": contrastive}
 
 
@@ -327,28 +359,26 @@ class DistillationObjective(ContrastiveObjective):
         mix = self.alpha * one_hot
         return mix + (1.0 - self.alpha) * m_img, mix + (1.0 - self.alpha) * m_txt
 
-    def forward(
+    def loss_terms(
         self,
-        img: torch.Tensor,
-        txt: torch.Tensor,
-        teacher_img: torch.Tensor | None = None,
-        teacher_txt: torch.Tensor | None = None,
+        sim_img: torch.Tensor,
+        sim_txt: torch.Tensor,
+        teacher_img: torch.Tensor | None,
+        teacher_txt: torch.Tensor | None,
     ) -> dict[str, torch.Tensor]:
-        """(B, D) student and (B, D_t) teacher embeddings -> ``{"contrastive", "distill", "loss"}``."""
-        _check_pair(img, txt, "student")
+        """``{"contrastive", "distill", "loss"}`` from the student similarities and the (B, D_t) teacher embeddings."""
         if teacher_img is None or teacher_txt is None:
             raise ValueError(f"{type(self).__name__} needs teacher_img and teacher_txt (see needs_teacher)")
         _check_pair(teacher_img, teacher_txt, "teacher")
-        if teacher_img.shape[0] != img.shape[0]:
+        if teacher_img.shape[0] != sim_img.shape[0]:
             raise ValueError(
-                f"teacher batch ({teacher_img.shape[0]}) differs from student batch ({img.shape[0]}); "
+                f"teacher batch ({teacher_img.shape[0]}) differs from student batch ({sim_img.shape[0]}); "
                 "embed the same samples with both"
             )
-        sim_img, sim_txt = self.student_similarities(img, txt)
         contrastive = self.infonce(sim_img, sim_txt)
         m_img, m_txt = self.soft_targets(teacher_img, teacher_txt)
         scale = self._scale(self.distill_logit_scale)
-        distill = _kl_batchmean(scale * _upcast(sim_img), m_img) + _kl_batchmean(scale * _upcast(sim_txt), m_txt)
+        distill = _kl_batchmean(scale * sim_img, m_img) + _kl_batchmean(scale * sim_txt, m_txt)
         loss = self.alpha * contrastive + (1.0 - self.alpha) * distill
         return {"contrastive": contrastive, "distill": distill, "loss": loss}
 
@@ -404,17 +434,21 @@ class KnowledgeDistillation(DistillationObjective):
 class OTTER(DistillationObjective):
     """OTTER: targets from entropic optimal transport over the EMA teacher's similarities.
 
-    Cost ``C^v = −(c_vv·(S^{vv} − 100·D) + c_tt·(S^{tt} − 100·D) + S^{vt})`` (``C^t`` with S^{tv}),
+    Cost ``C^v = −(c_vv·S^{vv} + c_tt·S^{tt} + S^{vt})`` (``C^t`` with S^{tv}) with the diagonal removed,
     Sinkhorn–Knopp (λ = ``sinkhorn_lambda`` 0.15, ``sinkhorn_iter`` 5 iterations, uniform marginals),
     plan row-normalised into M̃, all under ``no_grad`` in float32.
 
-    - ``remove_diag`` (default True): D marks each sample's own pair, so the plan is exactly 0 there
-      and M̃ only models off-diagonal matches. Needs at least 2 samples per rank.
+    - ``remove_diag`` (default True): each sample's own pair gets an infinite cost, so the plan is exactly
+      0 there for any ``vv_coef``/``tt_coef`` and M̃ only models off-diagonal matches. Needs at least 2
+      samples per rank.
     - ``global_ot`` (default True, ``--global_ot``): solve the N×N problem of the gathered batch on every
       rank and keep this rank's B rows; False solves the local B×N problem.
-    - ``bug_compatible`` (default False): place D at columns 0..B−1 on every rank, as the official
-      ``torch.eye(B, N)`` does; that is the true positive only on rank 0. Off by default: D sits at the
-      true positive ``rank·B + i``. Identical at W = 1.
+    - ``bug_compatible`` (default False): the official code's two defects. (1) D sits at columns 0..B−1 on
+      every rank, as ``torch.eye(B, N)`` does; that is the true positive only on rank 0 (identical at
+      W = 1). (2) The removal is the penalty ``S − 100·D`` on the vv and tt terms, scaled by their
+      coefficients: +200 cost at c_vv = c_tt = 1 (plan exactly 0, as the default), nothing at
+      c_vv = c_tt = 0 (the vt-only ablation keeps its diagonal). Off by default: D sits at the true
+      positive ``rank·B + i`` and the removal is an infinite cost.
     """
 
     def __init__(
@@ -465,7 +499,8 @@ class OTTER(DistillationObjective):
                 if self.bug_compatible:
                     diag_cols = diag_cols % batch
             cost_img, cost_txt = teacher_costs(
-                img_rows, txt_rows, img_all, txt_all, self.vv_coef, self.tt_coef, diag_cols
+                img_rows, txt_rows, img_all, txt_all, self.vv_coef, self.tt_coef, diag_cols,
+                official_penalty=self.bug_compatible,
             )
             plans = []
             for cost in (cost_img, cost_txt):

@@ -1,5 +1,6 @@
 """End to end: the smoke pipeline through papermill (reduced: one setting, tiny data, a few steps)."""
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -53,7 +54,21 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     assert (root / "tables" / "comparison.png").stat().st_size > 0
     assert (root / "tables" / "matching_tiny-scratch.png").stat().st_size > 0  # OTTER's target matrix figure
     assert (root / "tables" / "off_diag_tiny-scratch.png").stat().st_size > 0   # noisy-batch analysis
-    assert "OTTER wins" in (root / "tables" / "comparison.md").read_text()
+    tally = pd.read_csv(root / "tables" / "tally.csv")
+    assert len(tally) == table.shape[1]  # one outcome per (setting, eval set, metric) cell
+    assert set(tally["outcome"]) <= {"win", "tie", "loss"}
+    # outcomes follow OTTER minus the best baseline (ties within 0.1 points; the csv rounds to 0.01 points)
+    diff, outcome = tally["diff_points"], tally["outcome"]
+    assert (diff[outcome == "win"] >= 0.095).all() and (diff[outcome == "loss"] <= -0.095).all()
+    assert (diff[outcome == "tie"].abs() <= 0.105).all()
+    assert (diff - (tally["otter"] - tally["best_baseline_value"])).abs().max() <= 0.02
+    for _, cell in tally.iterrows():  # the tally's values are the table's (rounded to 0.1 there)
+        column = ("tiny-scratch", {"goi": "GOI", "in10k": "IN10K"}[cell["eval_set"]], cell["metric"].upper())
+        assert abs(table.loc["OTTER", column] - cell["otter"]) <= 0.06
+        assert abs(table.drop(index="OTTER").loc[:, column].max() - cell["best_baseline_value"]) <= 0.06
+    summary = [line for line in (root / "tables" / "comparison.md").read_text().splitlines() if line.strip()][-1]
+    counts = [int(n) for n in re.findall(r"\d+", summary)[:4]]  # wins, ties, losses, cells
+    assert counts == [*(int((tally["outcome"] == o).sum()) for o in ("win", "tie", "loss")), len(tally)]
     for nb in ("00_setup", "01_download_cc3m", "02_prepare_eval_sets", "05_results"):
         assert (root / f"{nb}.ipynb").is_file()
     assert any(line.startswith("Comparison table: ") for line in lines)

@@ -1,4 +1,4 @@
-"""EMATeacher: warm-up decay schedule, hand-computed averages, frozen copy, checkpoints."""
+"""EMATeacher: warm-up decay schedule, hand-computed averages, frozen copy, explicit mode, checkpoints."""
 from __future__ import annotations
 
 import pytest
@@ -73,6 +73,43 @@ def test_only_parameters_are_averaged() -> None:
     assert not torch.equal(teacher.module[0].weight, student[0].weight - 1.0)
 
 
+def _mixed_mode_student() -> nn.Sequential:
+    """A student whose second half is in eval mode, as a Hugging Face encoder is after ``from_pretrained``."""
+    student = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Sequential(nn.Dropout(0.5), nn.Linear(4, 2)))
+    student[2].eval()
+    return student
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_teacher_mode_is_explicit_whatever_the_students_mode(mode: str) -> None:
+    student = _mixed_mode_student()
+    teacher = EMATeacher(student) if mode == "train" else EMATeacher(student, mode=mode)
+    assert teacher.mode == mode
+    assert {m.training for m in teacher.module.modules()} == {mode == "train"}
+    assert not student[2].training and student[0].training  # the student keeps its own modes
+    teacher.module.train(mode != "train")  # whatever happened to the copy since, a forward restores the mode
+    seen = []
+    hooks = [m.register_forward_pre_hook(lambda mod, _: seen.append(mod.training)) for m in teacher.module.modules()]
+    out = teacher(torch.randn(5, 3))
+    for h in hooks:
+        h.remove()
+    assert len(seen) == len(list(teacher.module.modules())) and set(seen) == {mode == "train"}
+    assert not out.requires_grad
+
+
+def test_eval_mode_teacher_takes_the_students_batchnorm_statistics() -> None:
+    """In eval mode BN normalises with running statistics, which an eval-mode forward never updates: the
+    teacher takes the student's at every update. In train mode (official) the teacher keeps its own buffers."""
+    student = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    evaluating, training = EMATeacher(student, mode="eval"), EMATeacher(student)
+    student(torch.randn(16, 3) + 5.0)
+    for teacher in (evaluating, training):
+        teacher.update(student)
+    for name, buffer in student.named_buffers():
+        assert torch.equal(dict(evaluating.module.named_buffers())[name], buffer)
+    assert torch.equal(training.module[1].running_mean, torch.zeros(4))
+
+
 def test_state_dict_round_trip() -> None:
     torch.manual_seed(0)
     student = nn.Linear(3, 2)
@@ -95,6 +132,8 @@ def test_state_dict_round_trip() -> None:
 def test_bad_arguments_raise() -> None:
     with pytest.raises(ValueError):
         EMATeacher(nn.Linear(2, 2), decay=1.5)
+    with pytest.raises(ValueError, match="mode"):
+        EMATeacher(nn.Linear(2, 2), mode="inference")
     teacher = EMATeacher(nn.Linear(2, 2))
     with pytest.raises(ValueError, match="do not match"):
         teacher.update(nn.Sequential(nn.Linear(2, 2)))

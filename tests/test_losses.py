@@ -71,14 +71,18 @@ def np_official_sinkhorn(cost: np.ndarray, lam: float, n_iter: int) -> np.ndarra
 
 
 def np_otter_soft(t_img: np.ndarray, t_txt: np.ndarray, lam: float = 0.15, n_iter: int = 5,
-                  vv: float = 1.0, tt: float = 1.0, remove_diag: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                  vv: float = 1.0, tt: float = 1.0, remove_diag: bool = True,
+                  official_penalty: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Removed diagonal: an infinite cost, or (``official_penalty``) the official −100 on S^{vv} and S^{tt},
+    which the coefficients scale."""
     n = len(t_img)
     s_vv, s_tt = np_sims(t_img, t_img), np_sims(t_txt, t_txt)
     s_vt, s_tv = np_sims(t_img, t_txt), np_sims(t_txt, t_img)
-    d = np.eye(n) * (100.0 if remove_diag else 0.0)
+    d = np.eye(n) * (100.0 if remove_diag and official_penalty else 0.0)
+    removed = np.where(np.eye(n, dtype=bool), np.inf if remove_diag and not official_penalty else 0.0, 0.0)
     out = []
     for cross in (s_vt, s_tv):
-        cost = -(vv * (s_vv - d) + tt * (s_tt - d) + cross)
+        cost = -(vv * (s_vv - d) + tt * (s_tt - d) + cross) + removed
         plan = np_official_sinkhorn(cost, lam, n_iter)
         out.append(plan / plan.sum(axis=1, keepdims=True))
     return out[0], out[1]
@@ -176,14 +180,16 @@ def test_infonce_and_ls_values_match_numpy() -> None:
     assert out["loss"].item() == pytest.approx(np_soft_ce(s * vt, smooth) + np_soft_ce(s * tv, smooth), rel=1e-12)
 
 
+@pytest.mark.parametrize("bug_compatible", [False, True])
 @pytest.mark.parametrize("remove_diag", [True, False])
 @pytest.mark.parametrize(
     ("lam", "n_iter", "vv", "tt"), [(0.15, 5, 1.0, 1.0), (0.5, 2, 0.5, 0.0), (0.05, 4, 1.0, 1.0), (0.5, 3, 0.01, 0.0)],
 )
-def test_otter_targets_and_loss_match_numpy(remove_diag: bool, lam: float, n_iter: int, vv: float, tt: float) -> None:
+def test_otter_targets_and_loss_match_numpy(bug_compatible: bool, remove_diag: bool, lam: float, n_iter: int,
+                                            vv: float, tt: float) -> None:
     loss = with_scales(OTTER(alpha=0.4, sinkhorn_lambda=lam, sinkhorn_iter=n_iter, vv_coef=vv, tt_coef=tt,
-                             remove_diag=remove_diag))
-    exp_img, exp_txt = np_otter_soft(T_IMG, T_TXT, lam, n_iter, vv, tt, remove_diag)
+                             remove_diag=remove_diag, bug_compatible=bug_compatible))
+    exp_img, exp_txt = np_otter_soft(T_IMG, T_TXT, lam, n_iter, vv, tt, remove_diag, official_penalty=bug_compatible)
     m_img, m_txt = loss.soft_targets(t64(T_IMG), t64(T_TXT))
     np.testing.assert_allclose(m_img.numpy(), exp_img, rtol=1e-9, atol=1e-15)
     np.testing.assert_allclose(m_txt.numpy(), exp_txt, rtol=1e-9, atol=1e-15)
@@ -299,6 +305,21 @@ def test_removed_diagonal_is_exactly_zero_and_targets_are_stochastic() -> None:
     assert kept.diagonal().min() > 0.5  # the self-pair dominates when it is not removed
 
 
+@pytest.mark.parametrize(("vv", "tt"), [(0.0, 0.0), (0.01, 0.0), (0.0, 2.0), (1.0, 1.0), (-0.5, 1.0)])
+def test_removed_diagonal_is_exactly_zero_for_every_coefficient_choice(vv: float, tt: float) -> None:
+    """vv = tt = 0 is the vt-only cost ablation. Official code: the −100 penalty is scaled by the coefficients,
+    so it vanishes there (kept under ``bug_compatible``, checked against the numpy oracle)."""
+    t_img, t_txt = clustered_batch(16, 32)
+    for m in OTTER(vv_coef=vv, tt_coef=tt).soft_targets(t_img, t_txt):
+        assert torch.equal(m.diagonal(), torch.zeros(16))
+        torch.testing.assert_close(m.sum(1), torch.ones(16))
+    official, _ = OTTER(vv_coef=vv, tt_coef=tt, bug_compatible=True).soft_targets(t_img.double(), t_txt.double())
+    expected, _ = np_otter_soft(t_img.double().numpy(), t_txt.double().numpy(), vv=vv, tt=tt, official_penalty=True)
+    np.testing.assert_allclose(official.numpy(), expected, rtol=1e-9, atol=1e-15)
+    if vv + tt < 0.5:  # the official penalty 100·(vv + tt) ≤ 1 removes nothing at λ = 0.15, it only damps
+        assert official.diagonal().min() > 0
+
+
 def test_released_kd_target_is_near_one_hot_and_vt_variant_distils() -> None:
     t_img, t_txt = clustered_batch(16, 32)
     released, _ = KnowledgeDistillation(kd_variant="vv+tt+vt").soft_targets(t_img, t_txt)
@@ -360,6 +381,47 @@ def test_scales_are_clamped_and_reported() -> None:
 
 
 # ---------------------------------------------------------------- precision
+def hard_negative_batch(batch: int = 512, dim: int = 768, group: int = 8,
+                        seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Student and teacher unit embeddings (float32) in groups of ``group`` near-duplicate pairs: within a group
+    image-image cosines are ≈ 0.98 and each caption is ≈ 0.99 from its image, so the logits that decide the loss
+    differ by less than bf16's resolution near 1 (2^-8)."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def jitter(x: torch.Tensor, scale: float) -> torch.Tensor:
+        return F.normalize(x + scale * torch.randn(x.shape, generator=generator) / dim ** 0.5, dim=1)
+
+    centers = F.normalize(torch.randn(batch // group, dim, generator=generator), dim=1)
+    img = jitter(centers.repeat_interleave(group, 0), 0.15)
+    txt = jitter(img, 0.15)
+    return img, txt, jitter(img, 0.05), jitter(txt, 0.05)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [("infonce", {}), ("infonce", {"local_column_grad": True}), ("label_smoothing", {}), ("kd", {}),
+     ("kd", {"kd_variant": "vv+tt+vt"}), ("otter", {}), ("otter", {"local_column_grad": True})],
+)
+def test_gradients_under_bf16_autocast_equal_float32(name: str, kwargs: dict[str, object]) -> None:
+    """Float32 embeddings, B = 512, D = 768, hard negatives: every gradient (embeddings and temperatures) under
+    CPU bf16 autocast is the float32 one to < 1e-3 relative (norm of the difference / norm of the float32 one)."""
+    img, txt, t_img, t_txt = hard_negative_batch()
+    results = []
+    for amp in (False, True):
+        loss = create_loss(name, **kwargs)
+        a, b = img.clone().requires_grad_(True), txt.clone().requires_grad_(True)
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=amp):
+            out = loss(a, b, t_img, t_txt)
+        out["loss"].backward()
+        assert all(v.dtype == torch.float32 for v in out.values())
+        results.append({"loss": out["loss"].detach(), "img": a.grad, "txt": b.grad,
+                        **{n: p.grad for n, p in loss.named_parameters()}})
+    reference, autocast = results
+    for key, expected in reference.items():
+        error = float((autocast[key] - expected).norm() / expected.norm())
+        assert error < 1e-3, f"{key}: relative error {error:.2e}"
+
+
 def test_teacher_targets_ignore_autocast_and_stay_finite() -> None:
     t_img, t_txt = clustered_batch(32, 64)
     img, txt = random_unit(32, 64, 3), random_unit(32, 64, 4)
