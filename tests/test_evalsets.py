@@ -213,6 +213,14 @@ def test_clean_variant_tencent_is_leaf_only(tmp_path: Path) -> None:
     assert clean_variant(es, dedupe_names=False).labels == [[6], [4], [5]]
 
 
+def test_missing_images_drop_their_per_image_info_too(tmp_path: Path) -> None:
+    es = load_tencent_in10k(*_write_tencent(tmp_path)).with_existing_images()  # only image 1 is on disk
+    assert es.image_ids == ["n07752966/n07752966_7.JPEG"] and es.info["leaf_ids"] == [4]
+    assert es.info["n_dropped_missing"] == 2
+    clean = clean_variant(es)
+    assert clean.labels == [[4]] and clean.info["leaf_ids"] == [4]
+
+
 # --------------------------------------------------------------------------------------------------
 # Images
 
@@ -245,6 +253,8 @@ def test_eval_set_validation(tmp_path: Path) -> None:
         MultiLabelEvalSet("x", [["a"]], [tmp_path], [[1]], ["a"])
     with pytest.raises(ValueError, match="non-empty list"):
         MultiLabelEvalSet("x", ["a"], [tmp_path], [[0]], ["a"])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match=r"info\['leaf_ids'\] has 2 entries for 1 images"):
+        MultiLabelEvalSet("x", [["a"]], [tmp_path], [[0]], ["a"], {"leaf_ids": [0, 0]})
 
 
 # --------------------------------------------------------------------------------------------------

@@ -50,6 +50,10 @@ TENCENT_HEADER_PREFIX: str = "category_index"
 Transform = Callable[[Image.Image], torch.Tensor]
 EvalItem = tuple[torch.Tensor, list[int]]
 
+IMAGE_ALIGNED_INFO: tuple[str, ...] = ("leaf_ids",)
+"""``info`` entries holding one value per image (aligned with ``image_paths``): they are checked for length and
+follow every image selection (:meth:`MultiLabelEvalSet.subset`)."""
+
 
 # --------------------------------------------------------------------------------------------------
 # The eval-set container
@@ -145,6 +149,10 @@ class MultiLabelEvalSet:
             if isinstance(synonyms, str) or not synonyms or not all(isinstance(s, str) and s.strip() for s in synonyms):
                 raise ValueError(f"eval set {self.name!r}: class {c} must be a non-empty list of non-empty "
                                  f"names, got {synonyms!r}")
+        for key in IMAGE_ALIGNED_INFO:
+            if key in self.info and len(self.info[key]) != n:
+                raise ValueError(f"eval set {self.name!r}: info[{key!r}] has {len(self.info[key])} entries for {n} "
+                                 f"images; it must hold one per image")
         flat = list(itertools.chain.from_iterable(self.labels))
         if flat and (min(flat) < 0 or max(flat) >= len(self.class_names)):
             raise ValueError(f"eval set {self.name!r}: label ids must lie in [0, {len(self.class_names) - 1}], "
@@ -166,14 +174,21 @@ class MultiLabelEvalSet:
         """Indices of images whose file does not exist (one ``stat`` per image)."""
         return [i for i, p in enumerate(self.image_paths) if not p.is_file()]
 
+    def subset(self, keep: Sequence[int], **info: Any) -> MultiLabelEvalSet:
+        """The images at positions ``keep`` (in that order) with every per-image field, ``info`` entries of
+        :data:`IMAGE_ALIGNED_INFO` included; the keyword arguments are added to ``info``."""
+        merged = dict(self.info, **info)
+        for key in IMAGE_ALIGNED_INFO:
+            if key in merged:
+                merged[key] = [merged[key][i] for i in keep]
+        return MultiLabelEvalSet(self.name, self.class_names, [self.image_paths[i] for i in keep],
+                                 [self.labels[i] for i in keep], [self.image_ids[i] for i in keep], merged)
+
     def with_existing_images(self) -> MultiLabelEvalSet:
         """The same set restricted to images present on disk (``info['n_dropped_missing']`` records how many
         were dropped)."""
         missing = set(self.missing_images())
-        keep = [i for i in range(self.n_images) if i not in missing]
-        info = dict(self.info, n_dropped_missing=len(missing))
-        return MultiLabelEvalSet(self.name, self.class_names, [self.image_paths[i] for i in keep],
-                                 [self.labels[i] for i in keep], [self.image_ids[i] for i in keep], info)
+        return self.subset([i for i in range(self.n_images) if i not in missing], n_dropped_missing=len(missing))
 
     def summary(self) -> dict[str, Any]:
         """Counts describing the set (it stats every image file to count the missing ones)."""

@@ -1,0 +1,85 @@
+"""Stage 04 (``stages.evaluate_run``) on tiny official-format eval sets written here, with a tiny trained run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from otterlib import checkpoint as ckpt_io
+from otterlib import layout, stages
+from otterlib.config import Profile, load_profile, resolve_run
+from otterlib.models import create_model
+
+TINY = {"image_encoder": "tiny_cnn", "text_encoder": "tiny_bert", "embed_dim": 16, "pretrained": False,
+        "max_text_tokens": 16}
+GOI_CLASSES = [("/m/0a", "Ball"), ("/m/0b", "Wave"), ("/m/0c", "Ball"), ("/m/0d", "Dog"), ("/m/0e", "Cat")]
+GOI_POSITIVES = {"img0": ["/m/0a"], "img1": ["/m/0c", "/m/0d"], "img2": ["/m/0b"], "img3": ["/m/0e"]}
+TENCENT = [("n00002452", -1, "thing"), ("n00000002", 0, "animal, beast"), ("n00000003", 1, "dog"),
+           ("n00000004", 1, "cat"), ("n00000005", 0, "plant")]
+TENCENT_IMAGES = [("n00000004/n00000004_1.JPEG", 3), ("n00000005/n00000005_2.JPEG", 4),
+                  ("n00000003/n00000003_3.JPEG", 2), ("n00000004/n00000004_4.JPEG", 3)]
+
+
+def _image(path: Path, shade: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (20, 16), (shade, 255 - shade, 90)).save(path)
+
+
+def write_goi(folder: Path) -> None:
+    """Open Images V6-format class descriptions, human-verified labels and ``images/<ImageID>.jpg``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "oidv6-class-descriptions.csv").write_text(
+        "LabelName,DisplayName\n" + "".join(f"{m},{n}\n" for m, n in GOI_CLASSES))
+    rows = [f"{i},verification,{m},1" for i, mids in GOI_POSITIVES.items() for m in mids]
+    (folder / "test-annotations-human-imagelabels.csv").write_text(
+        "ImageID,Source,LabelName,Confidence\n" + "\n".join(rows) + "\n")
+    for n, image_id in enumerate(GOI_POSITIVES):
+        _image(folder / "images" / f"{image_id}.jpg", 60 * n)
+
+
+def write_in10k(folder: Path) -> None:
+    """Tencent-format dictionary (row 0 malformed like the official copy), val list and ImageNet-layout images."""
+    folder.mkdir(parents=True, exist_ok=True)
+    body = [f"0\t{TENCENT[0][0]}\t-1  {TENCENT[0][2]}"]
+    body += [f"{i}\t{w}\t{p}\t{n}" for i, (w, p, n) in enumerate(TENCENT) if i]
+    (folder / "dictionary_and_semantic_hierarchy.txt").write_text(
+        "category_index\tcategory_id\tindex_of_parent_category\tcategory name\n" + "\n".join(body) + "\n")
+    parents = [p for _, p, _ in TENCENT]
+    lines = []
+    for n, (rel, leaf) in enumerate(TENCENT_IMAGES):
+        chain, node = [leaf], parents[leaf]
+        while node != -1:
+            chain.append(node)
+            node = parents[node]
+        lines.append("\t".join([rel, *map(str, chain)]))
+        _image(folder / "images" / rel, 50 * n)
+    (folder / "val_image_id_from_imagenet.txt").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def profile(tmp_path: Path) -> Profile:
+    """The smoke profile on the two tiny eval sets, with one tiny trained run (``tiny`` / ``otter``)."""
+    write_goi(tmp_path / "goi")
+    write_in10k(tmp_path / "in10k")
+    profile = load_profile("smoke", {
+        "results_dir": str(tmp_path / "results"),
+        "settings": [{"name": "tiny", "model": TINY}],
+        "eval.sets": [{"name": s, "metadata_dir": str(tmp_path / s), "images_dir": str(tmp_path / s / "images")}
+                      for s in ("goi", "in10k")],
+        "eval.image_size": 16,
+    })
+    cfg = resolve_run(profile, "tiny", "otter")
+    model = create_model(cfg.model)
+    ckpt_io.save_atomic({"model": model.state_dict(), "epoch": 1},
+                        ckpt_io.checkpoint_dir(Path(cfg.run_dir)) / ckpt_io.BEST)
+    return profile
+
+
+def test_clean_mode_with_a_missing_in10k_image(profile: Profile) -> None:
+    in10k = profile.eval.sets[1]
+    (layout.eval_images_dir(in10k) / TENCENT_IMAGES[1][0]).unlink()
+    rows = {r["dataset"]: r for r in stages.evaluate_run(profile, "tiny", "otter", mode="clean")}
+    assert rows["in10k"]["n_images"] == len(TENCENT_IMAGES) - 1 and rows["in10k"]["n_images_missing"] == 1
+    assert rows["in10k"]["mode"] == "clean" and rows["goi"]["n_images_missing"] == 0
+    assert layout.eval_rows_path(profile.run_dir("tiny", "otter"), "clean").is_file()
