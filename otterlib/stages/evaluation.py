@@ -5,8 +5,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from otterlib import layout
 from otterlib.config import Profile, resolve_run
 from otterlib.env import git_sha, resolve_device
@@ -17,8 +15,10 @@ def evaluate_run(profile: Profile, setting: str | None = None, method: str | Non
                  reference: str | None = None, mode: str | None = None) -> list[dict[str, Any]]:
     """Zero-shot FH@k / mAP of a trained run's best checkpoint (or of a reference model) on every eval set.
 
-    Writes ``eval.jsonl`` (one row per eval set, with provenance) and ``hits_<set>.npz`` in the run folder.
+    Writes ``eval.jsonl`` (one row per eval set, with provenance) and ``hits_<set>[_<mode>].npz`` (image ids and
+    per-image hits, :func:`otterlib.report.save_hits`) in the run folder.
     """
+    from otterlib import report
     from otterlib.checkpoint import BEST, checkpoint_dir, load_student_weights
     from otterlib.data.transforms import eval_transform
     from otterlib.evaluate import evaluate_zero_shot, write_eval_rows
@@ -55,8 +55,7 @@ def evaluate_run(profile: Profile, setting: str | None = None, method: str | Non
                                     ks=tuple(profile.eval.ks), batch_size=profile.eval.batch_size,
                                     num_workers=profile.eval.num_workers, device=device,
                                     chunk_size=profile.eval.chunk_size, mode=mode)
-        np.savez_compressed(layout.hits_path(out_dir, set_cfg.name, mode),
-                            **{f"k{k}": np.asarray(v, dtype=bool) for k, v in result.hits.items()})
+        report.save_hits(layout.hits_path(out_dir, set_cfg.name, mode), result.image_ids, result.hits)
         rows.append(result.to_row(**provenance, profile=profile.name, templates=profile.eval.templates,
                                   n_images_missing=eval_set.info.get("n_dropped_missing", 0), git=sha,
                                   eval_seconds=round(time.time() - t0, 2),
