@@ -101,6 +101,10 @@ class EvalConfig:
     image_size: int = 224
     references: list[str] = field(default_factory=lambda: ["clip_rn50"])
     """Eval-only reference models from :mod:`otterlib.models` (e.g. OpenAI CLIP RN50)."""
+    bug_compatible: bool = False
+    """Reproduce the official evaluation where we fix a defect of it: Tencent class 0 is named ``-1  thing``
+    (caption ``a photo of -1  thing.``) as the official parser reads the malformed row 0; the fix names it
+    ``thing``. Use it to reproduce the README row of the released checkpoints to the letter."""
 
 
 @dataclass

@@ -152,11 +152,28 @@ def test_read_tencent_dictionary_fixes_row0_quirk(tmp_path: Path) -> None:
     d = read_tencent_dictionary(dictionary)
     assert d.parents == [-1, -1, 0, 2, 2, 1, 3]
     assert d.names[0] == ["thing"] and d.names[6] == ["Granny Smith", "green apple"]
-    assert d.quirks_fixed == [{"line": 2, "raw": "0\tn00002452\t-1  thing", "parent": -1, "name": "thing"}]
+    assert d.quirks_fixed == [{"index": "0", "line": 2, "raw": "0\tn00002452\t-1  thing", "parent": -1,
+                               "name": "thing", "official_name": "-1  thing", "name_used": "thing"}]
     assert d.ancestors(6) == [3, 2, 0] and tencent_ancestors(d.parents, 1) == []
     dictionary_ok, _, _ = _write_tencent(tmp_path / "ok", quirk=False)
     assert read_tencent_dictionary(dictionary_ok).quirks_fixed == []
     assert read_tencent_dictionary(dictionary_ok).names == d.names
+
+
+def test_tencent_row0_official_name_under_the_bug_compatible_switch(tmp_path: Path) -> None:
+    from otterlib.templates import PAPER_TEMPLATES, class_captions
+
+    dictionary, val, root = _write_tencent(tmp_path)
+    fixed = load_tencent_in10k(dictionary, val, root)
+    official = load_tencent_in10k(dictionary, val, root, bug_compatible=True)
+    assert class_captions(fixed.class_names, PAPER_TEMPLATES)[0][0] == "a photo of thing."
+    assert class_captions(official.class_names, PAPER_TEMPLATES)[0][0] == "a photo of -1  thing."
+    assert official.class_names[1:] == fixed.class_names[1:] and official.labels == fixed.labels
+    assert any("'a photo of -1  thing.'" in note and "eval.bug_compatible" in note for note in fixed.info["notes"])
+    assert any("official" in note for note in official.info["notes"])
+    assert fixed.summary()["notes"] == fixed.info["notes"]
+    dictionary_ok, val_ok, root_ok = _write_tencent(tmp_path / "ok", quirk=False)
+    assert load_tencent_in10k(dictionary_ok, val_ok, root_ok, bug_compatible=True).class_names[0] == ["thing"]
 
 
 def test_read_tencent_dictionary_errors(tmp_path: Path) -> None:

@@ -102,3 +102,12 @@ def test_hit_files_hold_image_ids_and_bootstrap_pairs_by_them(profile: Profile) 
     stages.evaluate_run(profile, "tiny", "infonce")
     with pytest.raises(ValueError, match="different image sets"):
         stages.bootstrap_table(profile, k=1, n_boot=50)
+
+
+def test_bug_compatible_switch_gives_the_official_tencent_row0_caption(profile: Profile) -> None:
+    in10k = profile.eval.sets[1]
+    assert stages.load_eval_set(in10k, eval_cfg=profile.eval).class_names[0] == ["thing"]
+    profile.eval.bug_compatible = True
+    assert stages.load_eval_set(in10k, eval_cfg=profile.eval).class_names[0] == ["-1  thing"]
+    rows = stages.evaluate_run(profile, "tiny", "otter")
+    assert all(r["bug_compatible"] is True for r in rows)

@@ -9,7 +9,9 @@
 * **Multi-label ImageNet-10K (Tencent ML-Images val)**: ``dictionary_and_semantic_hierarchy.txt`` (11,166
   classes, ``index\\twnid\\tparent\\tname, synonym, ...``) and ``val_image_id_from_imagenet.txt``
   (``wnid/file.JPEG\\tleaf\\tancestors...``, 50,000 rows). The copy shipped with OTTER has a malformed row 0
-  (``0\\tn00002452\\t-1  thing``); it is parsed as parent -1, name ``thing`` and recorded in ``info``.
+  (``0\\tn00002452\\t-1  thing``); it is parsed as parent -1, name ``thing`` and recorded in ``info``. The
+  official parser (the last tab field is the name) calls it ``-1  thing``: ``bug_compatible=True`` keeps that
+  name, so the official caption ``a photo of -1  thing.`` can be reproduced to the letter.
 
 :func:`clean_variant` builds the ``clean`` protocol (duplicate names merged, leaf-only labels) from the
 ``paper`` one. :func:`fetch_metadata` downloads the official metadata files named in
@@ -210,6 +212,7 @@ class MultiLabelEvalSet:
             "n_images_without_labels": sum(1 for s in sizes if s == 0),
             "n_images_found": self.n_images - n_missing,
             "n_missing_images": n_missing,
+            "notes": list(self.info.get("notes", [])),
         }
 
     def torch_dataset(self, transform: Transform | None = None) -> EvalImageDataset:
@@ -398,7 +401,8 @@ _QUIRK_ROW = re.compile(r"^(-?\d+)\s+(\S.*)$")
 @dataclass(frozen=True)
 class TencentDictionary:
     """Tencent ML-Images classes: ``wnids[c]``, ``parents[c]`` (-1 for the 4 roots), ``names[c]`` (synonyms)
-    and the malformed rows that were repaired while parsing."""
+    and the malformed rows that were repaired while parsing (``index``, ``line``, ``raw``, ``parent``, the
+    repaired ``name``, the ``official_name`` that the official parser reads and the ``name_used``)."""
 
     wnids: list[str]
     parents: list[int]
@@ -423,11 +427,13 @@ def tencent_ancestors(parents: Sequence[int], class_id: int) -> list[int]:
     return out
 
 
-def read_tencent_dictionary(path: str | Path) -> TencentDictionary:
+def read_tencent_dictionary(path: str | Path, bug_compatible: bool = False) -> TencentDictionary:
     """Parse ``dictionary_and_semantic_hierarchy.txt`` (header, then ``index\\twnid\\tparent\\tnames``).
 
     A row whose parent and name are separated by spaces instead of a tab (row 0 of OTTER's copy,
-    ``0\\tn00002452\\t-1  thing``) is repaired and listed in ``quirks_fixed``. Indices must run 0, 1, 2, ...
+    ``0\\tn00002452\\t-1  thing``) is repaired (parent -1, name ``thing``) and listed in ``quirks_fixed``;
+    with ``bug_compatible`` its name is the official parser's, the whole last field (``-1  thing``). Indices
+    must run 0, 1, 2, ...
     """
     path = _existing(path, "Tencent dictionary (fetch_metadata('tencent_dictionary', ...))")
     lines = path.read_text(encoding="utf-8").splitlines()
@@ -440,8 +446,11 @@ def read_tencent_dictionary(path: str | Path) -> TencentDictionary:
             continue
         fields = line.split("\t")
         if len(fields) == 3 and (m := _QUIRK_ROW.match(fields[2])):
-            quirks.append({"line": line_no, "raw": line, "parent": int(m.group(1)), "name": m.group(2)})
-            fields = [fields[0], fields[1], m.group(1), m.group(2)]
+            official = fields[2].strip()
+            used = official if bug_compatible else m.group(2)
+            quirks.append({"index": fields[0].strip(), "line": line_no, "raw": line, "parent": int(m.group(1)),
+                           "name": m.group(2), "official_name": official, "name_used": used})
+            fields = [fields[0], fields[1], m.group(1), used]
         if len(fields) != 4:
             raise ValueError(f"{path}:{line_no}: expected 'index\\twnid\\tparent\\tnames', got {line!r}")
         try:
@@ -465,7 +474,8 @@ def read_tencent_dictionary(path: str | Path) -> TencentDictionary:
 
 
 def load_tencent_in10k(dictionary_txt: str | Path, val_list_txt: str | Path, images_root: str | Path, *,
-                       leaf_only: bool = False, flat_layout: bool = False) -> MultiLabelEvalSet:
+                       leaf_only: bool = False, flat_layout: bool = False,
+                       bug_compatible: bool = False) -> MultiLabelEvalSet:
     """Multi-label ImageNet-10K: the Tencent ML-Images validation images taken from ImageNet.
 
     Args:
@@ -474,12 +484,14 @@ def load_tencent_in10k(dictionary_txt: str | Path, val_list_txt: str | Path, ima
         images_root: ImageNet-21k layout ``<images_root>/<wnid>/<file>.JPEG``, or with ``flat_layout``
             ``<images_root>/<file>.JPEG`` (the layout of the official OTTER loader).
         leaf_only: keep only the first (leaf) label of each row (the ``clean`` protocol).
+        bug_compatible: name the malformed row 0 as the official parser does (``-1  thing``, see
+            :func:`read_tencent_dictionary`).
 
-    ``info`` holds ``parents`` and ``wnids`` (per class), ``leaf_ids`` (per image), the repaired dictionary
+    ``info['notes']`` says, for each malformed row, which name is used and how the official one differs. ``info`` holds ``parents`` and ``wnids`` (per class), ``leaf_ids`` (per image), the repaired dictionary
     rows and two consistency counts: rows whose labels are not exactly leaf + its ancestors, and rows whose
     folder wnid differs from the leaf's wnid (both 0 on the official files).
     """
-    dictionary = read_tencent_dictionary(dictionary_txt)
+    dictionary = read_tencent_dictionary(dictionary_txt, bug_compatible)
     val_path = _existing(val_list_txt, "Tencent val list (fetch_metadata('tencent_val_list', ...))")
     images_root = Path(images_root)
     n_classes = len(dictionary.wnids)
@@ -507,6 +519,7 @@ def load_tencent_in10k(dictionary_txt: str | Path, val_list_txt: str | Path, ima
         "format": "tencent-ml-images",
         "label_mode": "leaf" if leaf_only else "leaf+ancestors",
         "quirks_fixed": dictionary.quirks_fixed,
+        "notes": [_quirk_note(q, dictionary.wnids[int(q["index"])], bug_compatible) for q in dictionary.quirks_fixed],
         "n_rows_not_leaf_plus_ancestors": n_not_hierarchy,
         "n_rows_wnid_mismatch": n_wnid_mismatch,
         "parents": dictionary.parents,
@@ -516,6 +529,17 @@ def load_tencent_in10k(dictionary_txt: str | Path, val_list_txt: str | Path, ima
     eval_set = MultiLabelEvalSet("in10k", dictionary.names, paths, labels, ids, info)
     _record_found(eval_set)
     return eval_set
+
+
+def _quirk_note(quirk: dict[str, Any], wnid: str, bug_compatible: bool) -> str:
+    """One line for the eval-set notes: the name used for a malformed dictionary row and the other reading."""
+    where = f"Tencent class {quirk['index']} ({wnid}), malformed row {quirk['raw']!r}"
+    if bug_compatible:
+        return (f"{where}: the official name {quirk['official_name']!r} (caption 'a photo of "
+                f"{quirk['official_name']}.'), as eval.bug_compatible asks; the repaired name is {quirk['name']!r}")
+    return (f"{where}: repaired name {quirk['name']!r} (caption 'a photo of {quirk['name']}.'); the official parser "
+            f"reads {quirk['official_name']!r} (caption 'a photo of {quirk['official_name']}.'), set "
+            f"eval.bug_compatible: true to use it")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from otterlib import layout
-from otterlib.config import EvalSetConfig, Profile
+from otterlib.config import EvalConfig, EvalSetConfig, Profile
 
 
 def prepare_eval_sets(profile: Profile, force: bool = False) -> pd.DataFrame:
@@ -25,7 +25,7 @@ def prepare_eval_sets(profile: Profile, force: bool = False) -> pd.DataFrame:
             _fetch_eval_metadata(set_cfg)
         if set_cfg.download_images:
             _download_goi_images(set_cfg)
-        summary = load_eval_set(set_cfg, mode="paper").summary()
+        summary = load_eval_set(set_cfg, mode="paper", eval_cfg=profile.eval).summary()
         marker.write_text(json.dumps(summary, indent=2))
         rows.append(summary)
     return pd.DataFrame(rows).set_index("name")
@@ -74,13 +74,15 @@ def _download_goi_images(set_cfg: EvalSetConfig) -> dict[str, int]:
     return counts
 
 
-def load_eval_set(set_cfg: EvalSetConfig, mode: str = "paper"):
+def load_eval_set(set_cfg: EvalSetConfig, mode: str = "paper", eval_cfg: EvalConfig | None = None):
     """Parse an eval set from its metadata folder (official file names) -> ``MultiLabelEvalSet``.
 
-    ``mode='clean'`` deduplicates names and keeps leaf labels only (see ``evalsets.clean_variant``).
+    ``mode='clean'`` deduplicates names and keeps leaf labels only (see ``evalsets.clean_variant``). ``eval_cfg``
+    (default: :class:`EvalConfig` defaults) gives the protocol options (``bug_compatible``).
     """
     from otterlib.data import evalsets
 
+    eval_cfg = eval_cfg or EvalConfig()
     d = layout.eval_set_dir(set_cfg)
     images = layout.eval_images_dir(set_cfg)
     if set_cfg.name == "goi":
@@ -92,7 +94,8 @@ def load_eval_set(set_cfg: EvalSetConfig, mode: str = "paper"):
                                      class_list=paper_classes if paper_classes.is_file() else None)
     elif set_cfg.name == "in10k":
         eval_set = evalsets.load_tencent_in10k(d / "dictionary_and_semantic_hierarchy.txt",
-                                               d / "val_image_id_from_imagenet.txt", images)
+                                               d / "val_image_id_from_imagenet.txt", images,
+                                               bug_compatible=eval_cfg.bug_compatible)
     else:
         raise ValueError(f"unknown eval set {set_cfg.name!r}; known: goi, in10k")
     if mode == "clean":

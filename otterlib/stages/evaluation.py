@@ -49,7 +49,7 @@ def evaluate_run(profile: Profile, setting: str | None = None, method: str | Non
     rows = []
     sha = git_sha()
     for set_cfg in profile.eval.sets:
-        eval_set = load_eval_set(set_cfg).with_existing_images()
+        eval_set = load_eval_set(set_cfg, eval_cfg=profile.eval).with_existing_images()
         t0 = time.time()
         result = evaluate_zero_shot(model, eval_set, transform, templates=get_templates(profile.eval.templates),
                                     ks=tuple(profile.eval.ks), batch_size=profile.eval.batch_size,
@@ -58,6 +58,7 @@ def evaluate_run(profile: Profile, setting: str | None = None, method: str | Non
         report.save_hits(layout.hits_path(out_dir, set_cfg.name, mode), result.image_ids, result.hits)
         rows.append(result.to_row(**provenance, profile=profile.name, templates=profile.eval.templates,
                                   n_images_missing=eval_set.info.get("n_dropped_missing", 0), git=sha,
+                                  bug_compatible=profile.eval.bug_compatible,
                                   eval_seconds=round(time.time() - t0, 2),
                                   created=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
     write_eval_rows(layout.eval_rows_path(out_dir, mode), rows)
