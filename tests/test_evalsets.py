@@ -69,7 +69,7 @@ def test_load_goi_official_csvs(tmp_path: Path, header: bool, labels_header: boo
     es = load_goi(classes, labels, images)
     assert es.class_names == [["Ball"], ["Wave"], ["Ball"], ["Cat, domestic"], ["Dog"]]  # row order, dupes kept
     assert es.image_ids == ["img3", "img1"]  # first appearance; img2 had no positive
-    assert es.labels == [[1, 3], [0, 2]]
+    assert es.labels == [[1, 3], [0]]  # both of img1's "Ball" positives go to the first id named Ball
     assert es.image_paths == [images / "img3.jpg", images / "img1.jpg"]
     info = es.info
     assert info["class_descriptions_header"] is header
@@ -77,17 +77,47 @@ def test_load_goi_official_csvs(tmp_path: Path, header: bool, labels_header: boo
     assert info["n_images_without_positive_dropped"] == 1 and info["n_images_found"] == 1
     summary = es.summary()
     assert summary["n_classes"] == 5 and summary["n_unique_names"] == 4 and summary["n_duplicate_name_ids"] == 1
-    assert summary["n_missing_images"] == 1 and summary["label_cardinality_mean"] == 2.0
+    assert summary["n_missing_images"] == 1 and summary["label_cardinality_mean"] == 1.5
 
 
-def test_load_goi_with_class_list_maps_by_name(tmp_path: Path) -> None:
+def test_load_goi_with_class_list_maps_by_name_under_an_explicit_rule(tmp_path: Path) -> None:
     classes, labels, images = _write_goi(tmp_path, header=True)
     class_list = tmp_path / "goi_classes.txt"
     class_list.write_text("Dog\nBall\nWave\nCat, domestic\nBall\nUnseen\n", encoding="utf-8")
-    es = load_goi(classes, labels, images, class_list=class_list)
-    assert [n[0] for n in es.class_names] == ["Dog", "Ball", "Wave", "Cat, domestic", "Ball", "Unseen"]
-    assert es.labels == [[2, 3], [1, 4]]  # a "Ball" positive marks both ids named Ball
-    assert es.info["n_ambiguous_name_labels"] == 2
+    first = load_goi(classes, labels, images, class_list=class_list)
+    assert [n[0] for n in first.class_names] == ["Dog", "Ball", "Wave", "Cat, domestic", "Ball", "Unseen"]
+    assert first.labels == [[2, 3], [1]]  # a "Ball" positive marks the first id named Ball
+    every = load_goi(classes, labels, images, class_list=class_list, repeated_names="all")
+    assert every.labels == [[2, 3], [1, 4]]  # ... or every id named Ball
+    for es, rule in ((first, "first"), (every, "all")):
+        assert es.info["repeated_names"] == rule and es.info["label_source"] == f"rebuilt (repeated names: {rule})"
+        assert es.info["n_repeated_name_labels"] == 2 and es.info["n_images_with_repeated_name_labels"] == 1
+    with pytest.raises(ValueError, match="repeated_names must be one of"):
+        load_goi(classes, labels, images, repeated_names="last")
+
+
+def test_goi_rebuild_is_cross_checked_against_the_official_file(tmp_path: Path) -> None:
+    from otterlib.data.goi_labels import compare_goi_labels
+
+    classes, labels, images = _write_goi(tmp_path, header=True)
+    (tmp_path / "goi_classes.txt").write_text("Ball\nWave\nBall\nCat, domestic\nDog\n")
+    # official: img1 labelled by MID position (Ball ids 0 and 2), img3 lacks Wave, and one image we do not have
+    (tmp_path / "goi_images.txt").write_text("img3.jpg\t3\nimg1.jpg\t0\t2\nimg9.jpg\t4\n")
+    official = load_goi_otter_format(tmp_path / "goi_classes.txt", tmp_path / "goi_images.txt", images)
+    rebuilt = load_goi(classes, labels, images, class_list=tmp_path / "goi_classes.txt")
+    check = compare_goi_labels(rebuilt, official)
+    assert check.summary() == {
+        "rule": "first", "n_images_official": 3, "n_images_rebuilt": 2, "n_images_only_official": 1,
+        "n_images_only_rebuilt": 0, "n_images_with_other_labels": 2, "n_labels_only_official": 1,
+        "n_labels_only_rebuilt": 1, "n_repeated_name_labels": 2, "same_class_list": True}
+    diff = check.differences.set_index("image_id")
+    assert diff.loc["img9", "only_official"] == "Dog (4)" and diff.loc["img9", "only_rebuilt"] == ""
+    assert diff.loc["img1", "only_official"] == "Ball (2)" and diff.loc["img3", "only_rebuilt"] == "Wave (1)"
+    all_ids = compare_goi_labels(load_goi(classes, labels, images, class_list=tmp_path / "goi_classes.txt",
+                                          repeated_names="all"), official)
+    assert all_ids.summary()["n_images_with_other_labels"] == 1 and all_ids.summary()["n_labels_only_official"] == 0
+    with pytest.raises(ValueError, match="rebuilt"):
+        compare_goi_labels(official, official)
 
 
 def test_goi_parsers_reject_malformed_files(tmp_path: Path) -> None:
@@ -217,7 +247,7 @@ def test_clean_variant_goi_merges_duplicate_names(tmp_path: Path) -> None:
     clean = clean_variant(load_goi(classes, labels, images))
     assert clean.class_names == [["Ball"], ["Wave"], ["Cat, domestic"], ["Dog"]]
     assert clean.info["class_id_map"] == [0, 1, 0, 2, 3] and clean.info["merged_names"] == {"Ball": [0, 2]}
-    assert clean.labels == [[1, 2], [0]]  # img1's two "Ball" ids became one
+    assert clean.labels == [[1, 2], [0]]  # img1's "Ball" label is id 0, as before
     assert clean_variant(clean) is clean
 
 

@@ -111,3 +111,29 @@ def test_bug_compatible_switch_gives_the_official_tencent_row0_caption(profile: 
     assert stages.load_eval_set(in10k, eval_cfg=profile.eval).class_names[0] == ["-1  thing"]
     rows = stages.evaluate_run(profile, "tiny", "otter")
     assert all(r["bug_compatible"] is True for r in rows)
+
+
+def test_paper_mode_uses_the_official_goi_file_and_02_cross_checks_both_rules(profile: Profile) -> None:
+    goi = profile.eval.sets[0]
+    folder = layout.eval_set_dir(goi)
+    rebuilt = stages.load_eval_set(goi, eval_cfg=profile.eval)
+    assert rebuilt.info["label_source"] == "rebuilt (repeated names: first)"
+    assert rebuilt.labels == [[0], [0, 3], [1], [4]]  # img1's Ball positive (/m/0c) -> first Ball id
+    summary = stages.summarize_eval_set(goi, profile.eval)
+    assert summary["label_source"] == rebuilt.info["label_source"] and summary["n_repeated_name_labels"] == 2
+    assert summary["label_crosscheck"] == []  # no goi_images.txt to compare with
+
+    (folder / "goi_classes.txt").write_text("".join(f"{n}\n" for _, n in GOI_CLASSES))
+    (folder / "goi_images.txt").write_text("img0.jpg\t0\nimg1.jpg\t2\t3\nimg2.jpg\t1\nimg3.jpg\t4\n")
+    official = stages.load_eval_set(goi, eval_cfg=profile.eval)
+    assert official.info["label_source"] == "official goi_images.txt" and official.labels[1] == [2, 3]
+    assert stages.load_eval_set(goi, mode="clean", eval_cfg=profile.eval).labels[1] == [0, 2]  # merged Ball
+    summary = stages.summarize_eval_set(goi, profile.eval)
+    assert summary["label_source"] == "official goi_images.txt"
+    checks = {c["rule"]: c for c in summary["label_crosscheck"]}
+    assert checks["first"]["n_images_with_other_labels"] == 1 and checks["first"]["n_labels_only_official"] == 1
+    assert checks["all"]["n_images_with_other_labels"] == 2 and checks["all"]["n_labels_only_rebuilt"] == 2
+    differences = (folder / "goi_label_differences_first.csv").read_text().splitlines()
+    assert differences == ["image_id,only_official,only_rebuilt", "img1,Ball (2),Ball (0)"]
+    rows = {r["dataset"]: r for r in stages.evaluate_run(profile, "tiny", "otter")}
+    assert rows["goi"]["label_source"] == "official goi_images.txt"

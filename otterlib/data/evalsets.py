@@ -5,7 +5,8 @@
   human-verified image-level labels (``ImageID,Source,LabelName,Confidence``; positives are ``Confidence`` 1).
   Class id = row order of the class-description file, which is the order of the paper's ``goi_classes.txt``
   (19,994 rows, 12 names repeated; the paper says 19,958). The OTTER-format pair ``goi_classes.txt`` +
-  ``goi_images.txt`` is read by :func:`load_goi_otter_format`.
+  ``goi_images.txt`` (the paper's own per-image labels) is read by :func:`load_goi_otter_format`; without
+  ``goi_images.txt`` :func:`load_goi` rebuilds the labels under an explicit rule for repeated names.
 * **Multi-label ImageNet-10K (Tencent ML-Images val)**: ``dictionary_and_semantic_hierarchy.txt`` (11,166
   classes, ``index\\twnid\\tparent\\tname, synonym, ...``) and ``val_image_id_from_imagenet.txt``
   (``wnid/file.JPEG\\tleaf\\tancestors...``, 50,000 rows). The copy shipped with OTTER has a malformed row 0
@@ -267,40 +268,51 @@ def read_goi_class_list(path: str | Path) -> list[str]:
     return names
 
 
+REPEATED_NAME_RULES: tuple[str, ...] = ("first", "all")
+"""How a GOI rebuild maps a positive whose display name several class ids carry: ``first`` -> the first such
+id, ``all`` -> every such id (see :func:`load_goi` and ``docs/eval_sets.md``)."""
+
+
 def load_goi(class_descriptions_csv: str | Path, image_labels_csv: str | Path, images_dir: str | Path,
-             class_list: Sequence[str] | str | Path | None = None, image_ext: str = ".jpg") -> MultiLabelEvalSet:
-    """Google Open Images test set from the official CSVs.
+             class_list: Sequence[str] | str | Path | None = None, image_ext: str = ".jpg",
+             repeated_names: str = "first") -> MultiLabelEvalSet:
+    """Rebuild the Google Open Images test set from the official CSVs (the paper's ``goi_images.txt`` is read by
+    :func:`load_goi_otter_format`; :func:`otterlib.data.goi_labels.compare_goi_labels` cross-checks the two).
 
     Args:
         class_descriptions_csv: ``oidv6-class-descriptions.csv`` (header) or ``class-descriptions.csv`` (none).
         image_labels_csv: human-verified image-level labels, ``ImageID,Source,LabelName,Confidence`` (header
             optional). Rows with Confidence 1 are positives; Confidence 0 (verified negatives) are dropped.
         images_dir: folder holding ``<ImageID><image_ext>``.
-        class_list: optional class-id order given as display names (a list, or a ``goi_classes.txt`` path).
-            Labels are then mapped MID -> display name -> every id carrying that name (a repeated name gets
-            all its ids; the count is ``info['n_ambiguous_name_labels']``); MIDs whose name is absent are
-            dropped. Without it the class id is the row order of the class-description file.
+        class_list: the class ids as display names (a list, or a ``goi_classes.txt`` path); default: the
+            display names of the class-description file in row order.
         image_ext: file extension of the images (Open Images test images are ``<ImageID>.jpg``).
+        repeated_names: a positive MID is mapped to its display name and the name to class ids; a name that
+            several ids carry (12 in the paper's list) gives the ``first`` of them or ``all`` of them
+            (:data:`REPEATED_NAME_RULES`). MIDs whose name is not in the class list are dropped.
 
     Only images with at least one positive label in the class set are kept (the others can never be hit);
-    ``info`` records every dropped row and image.
+    ``info`` records every dropped row and image, the rule, and how many distinct (image, MID) positives it
+    decided (``n_repeated_name_labels``, over ``n_images_with_repeated_name_labels`` images).
     """
+    if repeated_names not in REPEATED_NAME_RULES:
+        raise ValueError(f"repeated_names must be one of {REPEATED_NAME_RULES}, got {repeated_names!r}")
     mids, display_names, had_header = read_goi_class_descriptions(class_descriptions_csv)
     info: dict[str, Any] = {"format": "open-images-csv", "class_descriptions_header": had_header,
-                            "n_class_description_rows": len(mids)}
+                            "n_class_description_rows": len(mids), "repeated_names": repeated_names,
+                            "label_source": f"rebuilt (repeated names: {repeated_names})"}
     if class_list is None:
         class_names = display_names
-        mid_to_ids: dict[str, list[int]] = {m: [i] for i, m in enumerate(mids)}
     else:
         class_names = read_goi_class_list(class_list) if isinstance(class_list, (str, Path)) else list(class_list)
-        name_to_ids: dict[str, list[int]] = {}
-        for i, n in enumerate(class_names):
-            name_to_ids.setdefault(n, []).append(i)
-        mid_to_ids = {m: name_to_ids.get(n, []) for m, n in zip(mids, display_names)}
-        info["n_class_descriptions_not_in_class_list"] = sum(1 for ids in mid_to_ids.values() if not ids)
+    name_to_ids: dict[str, list[int]] = {}
+    for i, n in enumerate(class_names):
+        name_to_ids.setdefault(n, []).append(i)
+    mid_to_ids = {m: name_to_ids.get(n, []) for m, n in zip(mids, display_names)}
+    info["n_class_descriptions_not_in_class_list"] = sum(1 for ids in mid_to_ids.values() if not ids)
     labels_path = _existing(image_labels_csv, "Open Images human-verified image-level labels CSV "
                                               "(fetch_metadata('goi_test_image_labels_v6', ...))")
-    per_image: dict[str, set[int]] = {}
+    per_image: dict[str, set[str]] = {}  # image -> positive MIDs inside the class list
     seen: set[str] = set()
     counts: Counter[str] = Counter()
     sources: Counter[str] = Counter()
@@ -342,23 +354,24 @@ def load_goi(class_descriptions_csv: str | Path, image_labels_csv: str | Path, i
             if mid not in mid_to_ids:
                 counts["unknown_mid_rows_dropped"] += 1
                 continue
-            ids = mid_to_ids[mid]
-            if not ids:
+            if not mid_to_ids[mid]:
                 counts["rows_outside_class_list_dropped"] += 1
                 continue
-            if len(ids) > 1:
-                counts["ambiguous_name_labels"] += 1
             counts["positive_rows"] += 1
-            per_image.setdefault(image_id, set()).update(ids)
+            per_image.setdefault(image_id, set()).add(mid)
     images_dir = Path(images_dir)
     image_ids = list(per_image)
+    width = None if repeated_names == "all" else 1
+    labels = [sorted({c for m in per_image[i] for c in mid_to_ids[m][:width]}) for i in image_ids]
+    repeated = [sum(len(mid_to_ids[m]) > 1 for m in per_image[i]) for i in image_ids]
     info.update({
         "n_positive_rows": counts["positive_rows"],
         "n_negative_rows_dropped": counts["negative_rows_dropped"],
         "n_other_confidence_rows_dropped": counts["other_confidence_rows_dropped"],
         "n_unknown_mid_rows_dropped": counts["unknown_mid_rows_dropped"],
         "n_rows_outside_class_list_dropped": counts["rows_outside_class_list_dropped"],
-        "n_ambiguous_name_labels": counts["ambiguous_name_labels"],
+        "n_repeated_name_labels": sum(repeated),
+        "n_images_with_repeated_name_labels": sum(n > 0 for n in repeated),
         "n_images_in_label_file": len(seen),
         "n_images_without_positive_dropped": len(seen) - len(image_ids),
         "sources": dict(sources),
@@ -366,7 +379,7 @@ def load_goi(class_descriptions_csv: str | Path, image_labels_csv: str | Path, i
     eval_set = MultiLabelEvalSet(
         name="goi", class_names=[[n] for n in class_names],
         image_paths=[images_dir / f"{i}{image_ext}" for i in image_ids],
-        labels=[sorted(per_image[i]) for i in image_ids], image_ids=image_ids, info=info)
+        labels=labels, image_ids=image_ids, info=info)
     _record_found(eval_set)
     return eval_set
 
@@ -387,7 +400,8 @@ def load_goi_otter_format(classes_txt: str | Path, images_txt: str | Path, image
         paths.append(images_dir / fields[0])
         ids.append(Path(fields[0]).stem)
     eval_set = MultiLabelEvalSet("goi", [[n] for n in class_names], paths, labels, ids,
-                                 {"format": "otter-goi-txt", "n_class_rows": len(class_names)})
+                                 {"format": "otter-goi-txt", "n_class_rows": len(class_names),
+                                  "label_source": "official goi_images.txt"})
     _record_found(eval_set)
     return eval_set
 

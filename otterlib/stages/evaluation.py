@@ -59,6 +59,7 @@ def evaluate_run(profile: Profile, setting: str | None = None, method: str | Non
         rows.append(result.to_row(**provenance, profile=profile.name, templates=profile.eval.templates,
                                   n_images_missing=eval_set.info.get("n_dropped_missing", 0), git=sha,
                                   bug_compatible=profile.eval.bug_compatible,
+                                  label_source=eval_set.info.get("label_source", "official files"),
                                   eval_seconds=round(time.time() - t0, 2),
                                   created=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
     write_eval_rows(layout.eval_rows_path(out_dir, mode), rows)
