@@ -137,3 +137,18 @@ def test_paper_mode_uses_the_official_goi_file_and_02_cross_checks_both_rules(pr
     assert differences == ["image_id,only_official,only_rebuilt", "img1,Ball (2),Ball (0)"]
     rows = {r["dataset"]: r for r in stages.evaluate_run(profile, "tiny", "otter")}
     assert rows["goi"]["label_source"] == "official goi_images.txt"
+
+
+def test_images_rejected_by_the_md5_check_are_counted_in_02_and_in_the_eval_rows(profile: Profile) -> None:
+    from otterlib.data.goi_images import record_integrity
+
+    goi = profile.eval.sets[0]
+    images = layout.eval_images_dir(goi)
+    (images / "img3.jpg").unlink()  # downloaded, but its bytes were not the photo's (e.g. Flickr's placeholder)
+    record_integrity(images, verified=["img0", "img1"], rejected={"img3": "md5 0f != OriginalMD5 aa"})
+    summary = stages.summarize_eval_set(goi, profile.eval)
+    assert (summary["n_images_md5_verified"], summary["n_images_md5_rejected"], summary["n_images_unverified"],
+            summary["n_missing_images"]) == (2, 1, 1, 1)
+    rows = {r["dataset"]: r for r in stages.evaluate_run(profile, "tiny", "otter")}
+    assert rows["goi"]["n_images"] == 3 and rows["goi"]["n_images_missing"] == 1
+    assert rows["goi"]["n_images_md5_rejected"] == 1 and rows["in10k"]["n_images_md5_rejected"] == 0

@@ -11,6 +11,7 @@ from otterlib import layout
 from otterlib.config import EvalConfig, EvalSetConfig, Profile
 
 if TYPE_CHECKING:
+    from otterlib.data.evalsets import MultiLabelEvalSet
     from otterlib.data.goi_labels import GoiLabelCheck
 
 
@@ -88,12 +89,14 @@ GOI_IMAGE_LABELS = ("test-annotations-human-imagelabels.csv", "oidv6-test-annota
 
 def summarize_eval_set(set_cfg: EvalSetConfig, eval_cfg: EvalConfig) -> dict[str, Any]:
     """The ``prepared.json`` row of an eval set: counts (:meth:`MultiLabelEvalSet.summary`), notes, where the
-    labels come from and, for GOI, how many labels the repeated-name rule decided and the cross-check of both
-    rules' rebuilds against ``goi_images.txt`` (``label_crosscheck``, one row per rule; empty without the file).
+    labels come from and, for GOI, the images' OriginalMD5 check (:func:`image_integrity`), how many labels the
+    repeated-name rule decided and the cross-check of both rules' rebuilds against ``goi_images.txt``
+    (``label_crosscheck``, one row per rule; empty without the file).
     Each rule's differing images are written to ``goi_label_differences_<rule>.csv`` in the metadata folder."""
     eval_set = load_eval_set(set_cfg, "paper", eval_cfg)
     summary = eval_set.summary() | {"label_source": eval_set.info.get("label_source", "official files")}
     if set_cfg.name == "goi":
+        summary |= image_integrity(set_cfg, eval_set)
         checks = goi_label_checks(set_cfg)
         for check in checks:
             check.differences.to_csv(layout.eval_set_dir(set_cfg) / f"goi_label_differences_{check.rule}.csv",
@@ -103,6 +106,14 @@ def summarize_eval_set(set_cfg: EvalSetConfig, eval_cfg: EvalConfig) -> dict[str
             "n_repeated_name_labels", checks[0].n_repeated_name_labels if checks else None)
         summary["label_crosscheck"] = [c.summary() for c in checks]
     return summary
+
+
+def image_integrity(set_cfg: EvalSetConfig, eval_set: MultiLabelEvalSet) -> dict[str, int]:
+    """How many of the set's images passed or failed the OriginalMD5 check of the GOI download, and how many
+    on disk were never checked (:func:`otterlib.data.goi_images.integrity_counts`)."""
+    from otterlib.data.goi_images import integrity_counts
+
+    return integrity_counts(layout.eval_images_dir(set_cfg), dict(zip(eval_set.image_ids, eval_set.image_paths)))
 
 
 def goi_label_checks(set_cfg: EvalSetConfig) -> list[GoiLabelCheck]:

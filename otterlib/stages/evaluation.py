@@ -8,14 +8,15 @@ from typing import Any
 from otterlib import layout
 from otterlib.config import Profile, resolve_run
 from otterlib.env import git_sha, resolve_device
-from otterlib.stages.eval_sets import load_eval_set
+from otterlib.stages.eval_sets import image_integrity, load_eval_set
 
 
 def evaluate_run(profile: Profile, setting: str | None = None, method: str | None = None,
                  reference: str | None = None, mode: str | None = None) -> list[dict[str, Any]]:
     """Zero-shot FH@k / mAP of a trained run's best checkpoint (or of a reference model) on every eval set.
 
-    Writes ``eval.jsonl`` (one row per eval set, with provenance) and ``hits_<set>[_<mode>].npz`` (image ids and
+    Writes ``eval.jsonl`` (one row per eval set, with provenance; ``n_images_missing`` counts the listed images
+    not on disk, of which ``n_images_md5_rejected`` were downloaded but failed the OriginalMD5 check) and ``hits_<set>[_<mode>].npz`` (image ids and
     per-image hits, :func:`otterlib.report.save_hits`) in the run folder.
     """
     from otterlib import report
@@ -49,7 +50,8 @@ def evaluate_run(profile: Profile, setting: str | None = None, method: str | Non
     rows = []
     sha = git_sha()
     for set_cfg in profile.eval.sets:
-        eval_set = load_eval_set(set_cfg, eval_cfg=profile.eval).with_existing_images()
+        listed = load_eval_set(set_cfg, eval_cfg=profile.eval)
+        eval_set = listed.with_existing_images()
         t0 = time.time()
         result = evaluate_zero_shot(model, eval_set, transform, templates=get_templates(profile.eval.templates),
                                     ks=tuple(profile.eval.ks), batch_size=profile.eval.batch_size,
@@ -57,7 +59,9 @@ def evaluate_run(profile: Profile, setting: str | None = None, method: str | Non
                                     chunk_size=profile.eval.chunk_size, mode=mode)
         report.save_hits(layout.hits_path(out_dir, set_cfg.name, mode), result.image_ids, result.hits)
         rows.append(result.to_row(**provenance, profile=profile.name, templates=profile.eval.templates,
-                                  n_images_missing=eval_set.info.get("n_dropped_missing", 0), git=sha,
+                                  n_images_missing=eval_set.info.get("n_dropped_missing", 0),
+                                  n_images_md5_rejected=image_integrity(set_cfg, listed)["n_images_md5_rejected"],
+                                  git=sha,
                                   bug_compatible=profile.eval.bug_compatible,
                                   label_source=eval_set.info.get("label_source", "official files"),
                                   eval_seconds=round(time.time() - t0, 2),
