@@ -50,7 +50,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 import urllib.error
 import urllib.request
@@ -62,6 +61,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from otterlib.data.shards import ShardReadError, index_tar
+
 OFFICIAL_TRAIN_URL: str = "https://storage.googleapis.com/gcc-data/Train/GCC-training.tsv"
 """Google's download of ``Train_GCC-training.tsv`` (linked from the Conceptual Captions download page)."""
 OFFICIAL_VALIDATION_URL: str = "https://storage.googleapis.com/gcc-data/Validation/GCC-1.1.0-Validation.tsv"
@@ -72,8 +73,6 @@ DNS_ADVICE_URL: str = "https://github.com/rom1504/img2dataset#setting-up-a-high-
 MANIFEST_NAME: str = "sizes.json"
 MANIFEST_FORMAT: str = "otterlib-sizes/1"
 SOURCE_DIR: str = "_source"
-IMAGE_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
-"""Sample members that count as the image, in order of preference."""
 
 EXPECTED_BYTES_PER_IMAGE: int = 25_000
 """Disk per *TSV row* at 256 px (keep_ratio, JPEG q95), tar + json + parquet included: full CC3M
@@ -637,49 +636,13 @@ def read_download_stats(output_dir: str | Path) -> DownloadSummary:
 # An existing webdataset copy
 
 
-def _count_tar_samples(tar_path: Path) -> tuple[int, int, int]:
-    """(complete samples, samples without an image, samples without a ``.txt``) of one tar, grouping
-    consecutive members by key exactly as webdataset does."""
-    from webdataset.tariterators import base_plus_ext
-
-    complete = no_image = no_text = 0
-    current: str | None = None
-    exts: set[str] = set()
-
-    def close() -> None:
-        nonlocal complete, no_image, no_text
-        if current is None:
-            return
-        has_image = any(e in exts for e in IMAGE_EXTENSIONS)
-        complete += has_image and "txt" in exts
-        no_image += not has_image
-        no_text += has_image and "txt" not in exts
-
-    try:
-        with tarfile.open(tar_path, mode="r|*") as tar:
-            for member in tar:
-                if not member.isreg() or member.name.startswith("__"):
-                    continue
-                key, ext = base_plus_ext(member.name)
-                if key is None:
-                    continue
-                if key != current:
-                    close()
-                    current, exts = key, set()
-                exts.add(ext.lower())
-    except (tarfile.TarError, OSError) as err:
-        raise ValueError(f"{tar_path} is not a readable tar ({err}); re-download it or remove it from the folder") \
-            from err
-    close()
-    return complete, no_image, no_text
-
-
 def index_existing_shards(folder: str | Path, pattern: str = "*.tar") -> DownloadSummary:
     """Count the samples of every tar in ``folder`` (an existing webdataset copy of CC3M) and write
     ``folder/sizes.json`` so loaders can use it.
 
-    A sample is a key with an image (``.jpg``/``.jpeg``/``.png``/``.webp``) and a ``.txt`` caption;
-    keys lacking either are reported in ``failures_by_status`` and not counted. Rows that failed when
+    A sample is a key with an image (``.jpg``/``.jpeg``/``.png``/``.webp``) and a ``.txt`` caption
+    (:func:`otterlib.data.shards.index_tar`, the loaders' own reading); keys lacking either are reported in
+    ``failures_by_status`` and not counted. Rows that failed when
     the copy was made are unknown, so ``n_rows`` counts only the keys present.
     """
     from tqdm.auto import tqdm
@@ -692,12 +655,18 @@ def index_existing_shards(folder: str | Path, pattern: str = "*.tar") -> Downloa
     shard_sizes: list[int] = []
     no_image = no_text = 0
     for tar_path in tqdm(tars, desc=f"indexing {folder.name}", unit="tar"):
-        n, missing_image, missing_text = _count_tar_samples(tar_path)
-        no_image += missing_image
-        no_text += missing_text
-        if n:
+        try:
+            index = index_tar(tar_path)
+        except ShardReadError as err:
+            raise ValueError(f"{err}; re-download it or remove it from the folder") from err
+        if index.error is not None:
+            raise ValueError(f"{tar_path} is not a readable tar ({index.error}); re-download it or remove it from "
+                             f"the folder")
+        no_image += index.n_no_image
+        no_text += index.n_no_text
+        if len(index):
             shard_paths.append(tar_path)
-            shard_sizes.append(n)
+            shard_sizes.append(len(index))
     successes = sum(shard_sizes)
     failures = {k: v for k, v in (("no image", no_image), ("no caption (.txt)", no_text)) if v}
     n_rows = successes + no_image + no_text
