@@ -69,6 +69,9 @@ class DataConfig:
     webdataset_dir: str | None = None
     max_train_samples: int | None = None
     """Use only the first N rows of the training TSV (e.g. the single-GPU ``mini`` profile)."""
+    allow_partial: bool = False
+    """Train on an incomplete download (rows img2dataset gave up on; ``sizes.json`` says ``complete: false``).
+    Default: training refuses it and says how to resume."""
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     download: DownloadConfig = field(default_factory=DownloadConfig)
 

@@ -49,8 +49,15 @@ def eval_prepared_marker(eval_set: EvalSetConfig) -> Path:
 
 
 def training_data_ready(profile: Profile) -> bool:
-    """Both training and validation shards have their ``sizes.json``."""
-    return all(manifest_path(profile.data, split).is_file() for split in ("train", "val"))
+    """Both training and validation shards have their ``sizes.json``, and it says that every input row was
+    processed (or ``data.allow_partial`` accepts a partial download)."""
+    from otterlib.data.cc3m import load_manifest
+
+    for split in ("train", "val"):
+        path = manifest_path(profile.data, split)
+        if not path.is_file() or not (profile.data.allow_partial or load_manifest(path).complete):
+            return False
+    return True
 
 
 def eval_sets_ready(profile: Profile) -> bool:

@@ -313,3 +313,40 @@ def test_rerun_with_other_options_or_tsv_is_refused(downloaded, tmp_path):
         download_cc3m(other, downloaded["out"], **OPTS)
     with pytest.raises(FileNotFoundError, match="fetch_cc3m_tsv"):
         download_cc3m(tmp_path / "missing.tsv", tmp_path / "o", **OPTS)
+
+
+# --------------------------------------------------------------------------------------------------
+# Incomplete downloads (issue 9.10): img2dataset exits 0 after giving up on a shard
+
+
+@pytest.mark.slow
+def test_a_failed_shard_marks_the_download_incomplete_until_a_rerun_resumes_it(tmp_path, capsys):
+    from otterlib.data.loader import IncompleteDownloadError, require_complete
+
+    www = tmp_path / "www"
+    www.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(www / f"{i}.jpg")
+    out = tmp_path / "shards"
+    (out / "00001.tar").mkdir(parents=True)  # img2dataset cannot open shard 1's tar: the shard fails, twice
+    with serve_directory(www) as url:
+        tsv = tmp_path / "t.tsv"
+        tsv.write_text("".join(f"photo {i}\t{url}/{i}.jpg\n" for i in range(8)))
+        summary = download_cc3m(tsv, out, **{**OPTS, "image_size": 32})  # 2 shards of 4 rows
+        assert "still failed" in capsys.readouterr().out  # img2dataset only printed it ...
+        assert not summary.complete and summary.n_rows == 4 and summary.missing_shards == ["00001"]
+        manifest = load_manifest(out)  # ... we record it
+        assert not manifest.complete and manifest.n_missing_rows == 4 and manifest.missing_shards == ["00001"]
+        message = manifest.incompleteness()
+        assert "4 of 8 rows (1 shard: 00001)" in message and "rerun" in message and "data.allow_partial" in message
+        with pytest.raises(IncompleteDownloadError, match="4 of 8 rows"):
+            require_complete(out, allow_partial=False)
+        with pytest.warns(UserWarning, match="4 of 8 rows"):
+            assert require_complete(out, allow_partial=True).total == 4
+
+        (out / "00001.tar").rmdir()
+        resumed = download_cc3m(tsv, out, **{**OPTS, "image_size": 32})
+    assert resumed.complete and resumed.missing_shards == [] and resumed.successes == 8
+    assert load_manifest(out).complete and load_manifest(out).incompleteness() is None
+    assert require_complete(out, allow_partial=False).total == 8

@@ -48,6 +48,7 @@ import hashlib
 import io
 import itertools
 import random
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -97,6 +98,25 @@ def _resolve_shards(shards: str | Path | Sequence[str | Path]) -> tuple[list[str
     if missing:
         raise FileNotFoundError(f"{len(missing)} shard(s) not found, e.g. {missing[0]}")
     return [str(p) for p in paths], [len(index_tar(p)) for p in paths], None
+
+
+class IncompleteDownloadError(RuntimeError):
+    """The training shards' ``sizes.json`` says the download did not process every input row."""
+
+
+def require_complete(manifest: str | Path | ShardManifest, allow_partial: bool) -> ShardManifest:
+    """The manifest, if its download processed every input row; otherwise raise
+    :class:`IncompleteDownloadError` saying what is missing and how to resume, or, with ``allow_partial``
+    (``data.allow_partial``), warn and return it."""
+    if not isinstance(manifest, ShardManifest):
+        manifest = load_manifest(manifest)
+    message = manifest.incompleteness()
+    if message is not None:
+        if not allow_partial:
+            raise IncompleteDownloadError(f"{manifest.path}: {message}")
+        warnings.warn(f"{manifest.path}: training on a partial download (data.allow_partial). {message}",
+                      stacklevel=2)
+    return manifest
 
 
 def steps_per_epoch_from_manifest(manifest: str | Path | ShardManifest, batch_size: int, world_size: int = 1) -> int:
