@@ -40,3 +40,20 @@ def test_training_refuses_an_incomplete_download_unless_allowed(tmp_path):
     with pytest.warns(UserWarning, match="24 of 48 rows"):
         result = train(run_config(tmp_path, allow_partial=True), progress=False)
     assert result.metrics["global_steps"] == 1
+
+
+def test_the_download_stage_counts_as_done_only_with_complete_readable_manifests(tmp_path):
+    from otterlib import layout
+    from otterlib.config import load_profile
+
+    profile = load_profile("smoke", {"data.root": str(tmp_path)})
+    assert not layout.training_data_ready(profile)  # nothing downloaded yet
+    manifest = write_pair_shards(tmp_path / "shards" / "train", 24, seed=1)
+    write_pair_shards(tmp_path / "shards" / "val", 8, seed=2)
+    assert layout.training_data_ready(profile)
+    mark_incomplete(manifest)
+    assert not layout.training_data_ready(profile)  # ./run_all.sh reruns 01, which resumes
+    profile.data.allow_partial = True
+    assert layout.training_data_ready(profile)
+    next(manifest.parent.glob("*.tar")).unlink()
+    assert not layout.training_data_ready(profile)  # a listed tar is gone
