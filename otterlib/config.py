@@ -71,6 +71,9 @@ class DataConfig:
     webdataset_dir: str | None = None
     max_train_samples: int | None = None
     """Use only the first N rows of the training TSV (e.g. the single-GPU ``mini`` profile)."""
+    allow_partial: bool = False
+    """Train on an incomplete download (rows img2dataset gave up on; ``sizes.json`` says ``complete: false``).
+    Default: training refuses it and says how to resume."""
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     download: DownloadConfig = field(default_factory=DownloadConfig)
 
@@ -103,6 +106,14 @@ class EvalConfig:
     image_size: int = 224
     references: list[str] = field(default_factory=lambda: ["clip_rn50"])
     """Eval-only reference models from :mod:`otterlib.models` (e.g. OpenAI CLIP RN50)."""
+    goi_repeated_names: str = "first"
+    """When the paper's ``goi_images.txt`` is absent, GOI labels are rebuilt from the Open Images CSVs through
+    display names; a name that several class ids carry (12 in the paper's list) labels the ``first`` of them
+    or ``all`` of them (reasoning in ``docs/eval_sets.md``). Unused when ``goi_images.txt`` is present."""
+    bug_compatible: bool = False
+    """Reproduce the official evaluation where we fix a defect of it: Tencent class 0 is named ``-1  thing``
+    (caption ``a photo of -1  thing.``) as the official parser reads the malformed row 0; the fix names it
+    ``thing``. Use it to reproduce the README row of the released checkpoints to the letter."""
 
 
 @dataclass

@@ -49,8 +49,18 @@ def eval_prepared_marker(eval_set: EvalSetConfig) -> Path:
 
 
 def training_data_ready(profile: Profile) -> bool:
-    """Both training and validation shards have their ``sizes.json``."""
-    return all(manifest_path(profile.data, split).is_file() for split in ("train", "val"))
+    """Both training and validation shards have a readable ``sizes.json`` (its tars present), and it says that
+    every input row was processed (or ``data.allow_partial`` accepts a partial download)."""
+    from otterlib.data.cc3m import load_manifest
+
+    for split in ("train", "val"):
+        try:
+            manifest = load_manifest(manifest_path(profile.data, split))
+        except (FileNotFoundError, ValueError):  # none yet, a listed tar is gone, or not our manifest: redo it
+            return False
+        if not (manifest.complete or profile.data.allow_partial):
+            return False
+    return True
 
 
 def eval_sets_ready(profile: Profile) -> bool:

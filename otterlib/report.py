@@ -7,8 +7,10 @@ Values are fractions in [0, 1] in the rows and percentages in the tables.
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -136,8 +138,80 @@ def bootstrap_ci(hits: np.ndarray, n_boot: int = 1000, seed: int = 0, level: flo
     return float(lo), float(hi)
 
 
+@dataclass(frozen=True)
+class HitVectors:
+    """Per-image hits of one evaluation (``hits_<set>[_<mode>].npz``).
+
+    ``image_ids`` (N,) str: the eval set's image ids in evaluation order; ``hits[k]`` (N,) bool aligned with them
+    (True where one of the top-k classes is a label of the image); ``source``: the file they came from.
+    """
+
+    image_ids: np.ndarray
+    hits: dict[int, np.ndarray]
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        ids = self.image_ids
+        if ids.ndim != 1 or ids.dtype.kind != "U":
+            raise ValueError(f"{self.source or 'hits'}: image_ids must be a 1-D str array, got {ids.dtype} {ids.shape}")
+        if len(np.unique(ids)) != len(ids):
+            values, counts = np.unique(ids, return_counts=True)
+            raise ValueError(f"{self.source or 'hits'}: repeated image id(s) {values[counts > 1][:5].tolist()}")
+        for k, h in self.hits.items():
+            if h.shape != ids.shape or h.dtype != bool:
+                raise ValueError(f"{self.source or 'hits'}: k{k} must be a bool array of the {len(ids)} image ids' "
+                                 f"shape, got {h.dtype} {h.shape}")
+
+    @property
+    def ks(self) -> tuple[int, ...]:
+        return tuple(sorted(self.hits))
+
+    def at(self, k: int) -> np.ndarray:
+        """The (N,) hit vector at ``k``."""
+        if k not in self.hits:
+            raise KeyError(f"{self.source or 'hits'} has no k={k}; it holds k = {', '.join(map(str, self.ks))}")
+        return self.hits[k]
+
+
+def save_hits(path: Path, image_ids: Sequence[str], hits: Mapping[int, np.ndarray]) -> Path:
+    """Write ``image_ids`` and one bool array ``k<k>`` per cut-off as a compressed ``.npz``; returns ``path``."""
+    vectors = HitVectors(np.asarray(list(image_ids), dtype=str),
+                         {int(k): np.asarray(v, dtype=bool) for k, v in hits.items()}, str(path))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, image_ids=vectors.image_ids, **{f"k{k}": v for k, v in vectors.hits.items()})
+    return path
+
+
+def load_hits(path: Path) -> HitVectors:
+    """Read a file written by :func:`save_hits`."""
+    with np.load(path, allow_pickle=False) as data:
+        if "image_ids" not in data.files:
+            raise ValueError(f"{path} has no image_ids (written before hit files stored them): rerun 04_evaluate for "
+                             f"this run to pair its hits by image")
+        hits = {int(m.group(1)): data[name] for name in data.files if (m := re.fullmatch(r"k(\d+)", name))}
+        return HitVectors(data["image_ids"], hits, str(path))
+
+
+def pair_hits(a: HitVectors, b: HitVectors, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The hits at ``k`` of the same images from two evaluations, aligned by image id (in ``a``'s order).
+
+    Raises ValueError when the two hold different image sets (e.g. evaluated with other images missing): pairing
+    them would compare methods on different images."""
+    only_a = np.setdiff1d(a.image_ids, b.image_ids)
+    only_b = np.setdiff1d(b.image_ids, a.image_ids)
+    if only_a.size or only_b.size:
+        raise ValueError(f"hits from different image sets cannot be paired: {only_a.size} only in {a.source} (e.g. "
+                         f"{only_a[:3].tolist()}), {only_b.size} only in {b.source} (e.g. {only_b[:3].tolist()}); "
+                         f"evaluate both runs on the same images")
+    position = {image_id: i for i, image_id in enumerate(b.image_ids.tolist())}
+    order = np.array([position[i] for i in a.image_ids.tolist()], dtype=np.int64)
+    return a.at(k), b.at(k)[order]
+
+
 def paired_bootstrap_pvalue(hits_a: np.ndarray, hits_b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> float:
-    """One-sided p-value that method A is not better than B on the same images (paired resampling)."""
+    """One-sided p-value that method A is not better than B on the same images (paired resampling); the two
+    vectors must be aligned image by image (see :func:`pair_hits`)."""
     a, b = np.asarray(hits_a, np.float64), np.asarray(hits_b, np.float64)
     if a.shape != b.shape:
         raise ValueError(f"paired hits must have the same shape, got {a.shape} and {b.shape}")

@@ -38,7 +38,7 @@ from torch import nn
 from otterlib import checkpoint as ckpt_io
 from otterlib.config import LossConfig, RunConfig, TrainConfig, save_yaml
 from otterlib import layout
-from otterlib.data.loader import build_eval_pairs_loader, build_train_loader, steps_per_epoch_from_manifest
+from otterlib.data.loader import build_eval_pairs_loader, build_train_loader, require_complete, steps_per_epoch_from_manifest
 from otterlib.data.transforms import eval_transform, train_transform
 from otterlib.ema import EMATeacher
 from otterlib.env import configure_offline, git_sha, resolve_device, runtime_info
@@ -211,6 +211,7 @@ def train(cfg: RunConfig, *, progress: bool = True, stop_after_steps: int | None
     amp_dtype = autocast_dtype(t_cfg.precision, device)
 
     train_manifest = layout.manifest_path(cfg.data, "train")
+    require_complete(train_manifest, cfg.data.allow_partial)
     steps_per_epoch = steps_per_epoch_from_manifest(train_manifest, local_batch, world)
     if t_cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, t_cfg.max_steps_per_epoch)

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import webdataset as wds
 from PIL import Image
 
 from otterlib.data.cc3m import (LARGE_RUN_ROWS, DownloadOptions, PreflightError, classify_failure, download_cc3m,
                                 failure_histogram, fetch_cc3m_tsv, index_existing_shards, load_manifest, preflight,
                                 read_cc3m_tsv, read_download_stats)
-from otterlib.data.loopback import LoopbackImageServer, serve_directory
+from otterlib.data.loopback import LoopbackImageServer, QuietHandler, serve_directory
 
 
 def closed_port_url() -> str:
@@ -313,3 +314,85 @@ def test_rerun_with_other_options_or_tsv_is_refused(downloaded, tmp_path):
         download_cc3m(other, downloaded["out"], **OPTS)
     with pytest.raises(FileNotFoundError, match="fetch_cc3m_tsv"):
         download_cc3m(tmp_path / "missing.tsv", tmp_path / "o", **OPTS)
+
+
+# --------------------------------------------------------------------------------------------------
+# Incomplete downloads (issue 9.10): img2dataset exits 0 after giving up on a shard
+
+
+@pytest.mark.slow
+def test_a_failed_shard_marks_the_download_incomplete_until_a_rerun_resumes_it(tmp_path, capsys):
+    from otterlib.data.loader import IncompleteDownloadError, require_complete
+
+    www = tmp_path / "www"
+    www.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(www / f"{i}.jpg")
+    out = tmp_path / "shards"
+    (out / "00001.tar").mkdir(parents=True)  # img2dataset cannot open shard 1's tar: the shard fails, twice
+    with serve_directory(www) as url:
+        tsv = tmp_path / "t.tsv"
+        tsv.write_text("".join(f"photo {i}\t{url}/{i}.jpg\n" for i in range(8)))
+        summary = download_cc3m(tsv, out, **{**OPTS, "image_size": 32})  # 2 shards of 4 rows
+        assert "still failed" in capsys.readouterr().out  # img2dataset only printed it ...
+        assert not summary.complete and summary.n_rows == 4 and summary.missing_shards == ["00001"]
+        manifest = load_manifest(out)  # ... we record it
+        assert not manifest.complete and manifest.n_missing_rows == 4 and manifest.missing_shards == ["00001"]
+        message = manifest.incompleteness()
+        assert "4 of 8 rows (1 shard: 00001)" in message and "rerun" in message and "data.allow_partial" in message
+        with pytest.raises(IncompleteDownloadError, match="4 of 8 rows"):
+            require_complete(out, allow_partial=False)
+        with pytest.warns(UserWarning, match="4 of 8 rows"):
+            assert require_complete(out, allow_partial=True).total == 4
+
+        (out / "00001.tar").rmdir()
+        resumed = download_cc3m(tsv, out, **{**OPTS, "image_size": 32})
+    assert resumed.complete and resumed.missing_shards == [] and resumed.successes == 8
+    assert load_manifest(out).complete and load_manifest(out).incompleteness() is None
+    assert require_complete(out, allow_partial=False).total == 8
+
+
+# --------------------------------------------------------------------------------------------------
+# Reproducibility (issue 9.13): the order img2dataset's threads finish in does not reach the batches
+
+
+@pytest.mark.slow
+def test_downloads_finishing_in_other_orders_give_the_same_training_batches(tmp_path):
+    import time
+
+    from otterlib.data.loader import build_train_loader
+    from otterlib.data.transforms import train_transform
+
+    www = tmp_path / "www"
+    www.mkdir()
+    rng = np.random.default_rng(4)
+    for i in range(16):
+        Image.fromarray(rng.integers(0, 256, (36, 48, 3), dtype=np.uint8)).save(www / f"{i}.jpg")
+
+    class LateFirstRows(QuietHandler):
+        """Answers row i of a shard of 8 after (7 - i % 8) x 60 ms: the threads finish in reverse row order."""
+
+        def do_GET(self):
+            time.sleep((7 - int(Path(self.path).stem) % 8) * 0.06)
+            super().do_GET()
+
+    class LateServer(LoopbackImageServer):
+        handler_class = LateFirstRows
+
+    manifests, orders = [], []
+    for name, server_class in (("a", LoopbackImageServer), ("b", LateServer)):
+        with server_class(www) as server:  # another port each time, so other URLs
+            tsv = tmp_path / f"{name}.tsv"
+            tsv.write_text("".join(f"photo {i}\t{server.url}/{i}.jpg\n" for i in range(16)))
+            out = tmp_path / name
+            download_cc3m(tsv, out, **{**OPTS, "number_sample_per_shard": 8, "thread_count": 8, "image_size": 32})
+        with tarfile.open(out / "00000.tar") as tar:
+            orders.append([n for n in tar.getnames() if n.endswith(".jpg")])
+        manifests.append(load_manifest(out))
+    assert orders[0] != orders[1] and sorted(orders[0]) == sorted(orders[1])
+    batches = [[(images, captions) for images, captions in build_train_loader(
+        m.path, batch_size=4, transform=train_transform(16, 20), epoch=0, seed=0, shuffle_buffer=8)]
+        for m in manifests]
+    assert [c for _, c in batches[0]] == [c for _, c in batches[1]]
+    assert all(torch.equal(x, y) for (x, _), (y, _) in zip(*batches))

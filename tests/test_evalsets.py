@@ -69,7 +69,7 @@ def test_load_goi_official_csvs(tmp_path: Path, header: bool, labels_header: boo
     es = load_goi(classes, labels, images)
     assert es.class_names == [["Ball"], ["Wave"], ["Ball"], ["Cat, domestic"], ["Dog"]]  # row order, dupes kept
     assert es.image_ids == ["img3", "img1"]  # first appearance; img2 had no positive
-    assert es.labels == [[1, 3], [0, 2]]
+    assert es.labels == [[1, 3], [0]]  # both of img1's "Ball" positives go to the first id named Ball
     assert es.image_paths == [images / "img3.jpg", images / "img1.jpg"]
     info = es.info
     assert info["class_descriptions_header"] is header
@@ -77,17 +77,47 @@ def test_load_goi_official_csvs(tmp_path: Path, header: bool, labels_header: boo
     assert info["n_images_without_positive_dropped"] == 1 and info["n_images_found"] == 1
     summary = es.summary()
     assert summary["n_classes"] == 5 and summary["n_unique_names"] == 4 and summary["n_duplicate_name_ids"] == 1
-    assert summary["n_missing_images"] == 1 and summary["label_cardinality_mean"] == 2.0
+    assert summary["n_missing_images"] == 1 and summary["label_cardinality_mean"] == 1.5
 
 
-def test_load_goi_with_class_list_maps_by_name(tmp_path: Path) -> None:
+def test_load_goi_with_class_list_maps_by_name_under_an_explicit_rule(tmp_path: Path) -> None:
     classes, labels, images = _write_goi(tmp_path, header=True)
     class_list = tmp_path / "goi_classes.txt"
     class_list.write_text("Dog\nBall\nWave\nCat, domestic\nBall\nUnseen\n", encoding="utf-8")
-    es = load_goi(classes, labels, images, class_list=class_list)
-    assert [n[0] for n in es.class_names] == ["Dog", "Ball", "Wave", "Cat, domestic", "Ball", "Unseen"]
-    assert es.labels == [[2, 3], [1, 4]]  # a "Ball" positive marks both ids named Ball
-    assert es.info["n_ambiguous_name_labels"] == 2
+    first = load_goi(classes, labels, images, class_list=class_list)
+    assert [n[0] for n in first.class_names] == ["Dog", "Ball", "Wave", "Cat, domestic", "Ball", "Unseen"]
+    assert first.labels == [[2, 3], [1]]  # a "Ball" positive marks the first id named Ball
+    every = load_goi(classes, labels, images, class_list=class_list, repeated_names="all")
+    assert every.labels == [[2, 3], [1, 4]]  # ... or every id named Ball
+    for es, rule in ((first, "first"), (every, "all")):
+        assert es.info["repeated_names"] == rule and es.info["label_source"] == f"rebuilt (repeated names: {rule})"
+        assert es.info["n_repeated_name_labels"] == 2 and es.info["n_images_with_repeated_name_labels"] == 1
+    with pytest.raises(ValueError, match="repeated_names must be one of"):
+        load_goi(classes, labels, images, repeated_names="last")
+
+
+def test_goi_rebuild_is_cross_checked_against_the_official_file(tmp_path: Path) -> None:
+    from otterlib.data.goi_labels import compare_goi_labels
+
+    classes, labels, images = _write_goi(tmp_path, header=True)
+    (tmp_path / "goi_classes.txt").write_text("Ball\nWave\nBall\nCat, domestic\nDog\n")
+    # official: img1 labelled by MID position (Ball ids 0 and 2), img3 lacks Wave, and one image we do not have
+    (tmp_path / "goi_images.txt").write_text("img3.jpg\t3\nimg1.jpg\t0\t2\nimg9.jpg\t4\n")
+    official = load_goi_otter_format(tmp_path / "goi_classes.txt", tmp_path / "goi_images.txt", images)
+    rebuilt = load_goi(classes, labels, images, class_list=tmp_path / "goi_classes.txt")
+    check = compare_goi_labels(rebuilt, official)
+    assert check.summary() == {
+        "rule": "first", "n_images_official": 3, "n_images_rebuilt": 2, "n_images_only_official": 1,
+        "n_images_only_rebuilt": 0, "n_images_with_other_labels": 2, "n_labels_only_official": 1,
+        "n_labels_only_rebuilt": 1, "n_repeated_name_labels": 2, "same_class_list": True}
+    diff = check.differences.set_index("image_id")
+    assert diff.loc["img9", "only_official"] == "Dog (4)" and diff.loc["img9", "only_rebuilt"] == ""
+    assert diff.loc["img1", "only_official"] == "Ball (2)" and diff.loc["img3", "only_rebuilt"] == "Wave (1)"
+    all_ids = compare_goi_labels(load_goi(classes, labels, images, class_list=tmp_path / "goi_classes.txt",
+                                          repeated_names="all"), official)
+    assert all_ids.summary()["n_images_with_other_labels"] == 1 and all_ids.summary()["n_labels_only_official"] == 0
+    with pytest.raises(ValueError, match="rebuilt"):
+        compare_goi_labels(official, official)
 
 
 def test_goi_parsers_reject_malformed_files(tmp_path: Path) -> None:
@@ -152,11 +182,28 @@ def test_read_tencent_dictionary_fixes_row0_quirk(tmp_path: Path) -> None:
     d = read_tencent_dictionary(dictionary)
     assert d.parents == [-1, -1, 0, 2, 2, 1, 3]
     assert d.names[0] == ["thing"] and d.names[6] == ["Granny Smith", "green apple"]
-    assert d.quirks_fixed == [{"line": 2, "raw": "0\tn00002452\t-1  thing", "parent": -1, "name": "thing"}]
+    assert d.quirks_fixed == [{"index": "0", "line": 2, "raw": "0\tn00002452\t-1  thing", "parent": -1,
+                               "name": "thing", "official_name": "-1  thing", "name_used": "thing"}]
     assert d.ancestors(6) == [3, 2, 0] and tencent_ancestors(d.parents, 1) == []
     dictionary_ok, _, _ = _write_tencent(tmp_path / "ok", quirk=False)
     assert read_tencent_dictionary(dictionary_ok).quirks_fixed == []
     assert read_tencent_dictionary(dictionary_ok).names == d.names
+
+
+def test_tencent_row0_official_name_under_the_bug_compatible_switch(tmp_path: Path) -> None:
+    from otterlib.templates import PAPER_TEMPLATES, class_captions
+
+    dictionary, val, root = _write_tencent(tmp_path)
+    fixed = load_tencent_in10k(dictionary, val, root)
+    official = load_tencent_in10k(dictionary, val, root, bug_compatible=True)
+    assert class_captions(fixed.class_names, PAPER_TEMPLATES)[0][0] == "a photo of thing."
+    assert class_captions(official.class_names, PAPER_TEMPLATES)[0][0] == "a photo of -1  thing."
+    assert official.class_names[1:] == fixed.class_names[1:] and official.labels == fixed.labels
+    assert any("'a photo of -1  thing.'" in note and "eval.bug_compatible" in note for note in fixed.info["notes"])
+    assert any("official" in note for note in official.info["notes"])
+    assert fixed.summary()["notes"] == fixed.info["notes"]
+    dictionary_ok, val_ok, root_ok = _write_tencent(tmp_path / "ok", quirk=False)
+    assert load_tencent_in10k(dictionary_ok, val_ok, root_ok, bug_compatible=True).class_names[0] == ["thing"]
 
 
 def test_read_tencent_dictionary_errors(tmp_path: Path) -> None:
@@ -200,7 +247,7 @@ def test_clean_variant_goi_merges_duplicate_names(tmp_path: Path) -> None:
     clean = clean_variant(load_goi(classes, labels, images))
     assert clean.class_names == [["Ball"], ["Wave"], ["Cat, domestic"], ["Dog"]]
     assert clean.info["class_id_map"] == [0, 1, 0, 2, 3] and clean.info["merged_names"] == {"Ball": [0, 2]}
-    assert clean.labels == [[1, 2], [0]]  # img1's two "Ball" ids became one
+    assert clean.labels == [[1, 2], [0]]  # img1's "Ball" label is id 0, as before
     assert clean_variant(clean) is clean
 
 
@@ -211,6 +258,14 @@ def test_clean_variant_tencent_is_leaf_only(tmp_path: Path) -> None:
     assert clean.labels == [[5], [4], [4]]  # leaves 6, 4, 5 -> ids 5, 4, 4 (both currants are id 4)
     assert "parents" not in clean.info and clean.info["label_mode"] == "leaf"
     assert clean_variant(es, dedupe_names=False).labels == [[6], [4], [5]]
+
+
+def test_missing_images_drop_their_per_image_info_too(tmp_path: Path) -> None:
+    es = load_tencent_in10k(*_write_tencent(tmp_path)).with_existing_images()  # only image 1 is on disk
+    assert es.image_ids == ["n07752966/n07752966_7.JPEG"] and es.info["leaf_ids"] == [4]
+    assert es.info["n_dropped_missing"] == 2
+    clean = clean_variant(es)
+    assert clean.labels == [[4]] and clean.info["leaf_ids"] == [4]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -245,6 +300,8 @@ def test_eval_set_validation(tmp_path: Path) -> None:
         MultiLabelEvalSet("x", [["a"]], [tmp_path], [[1]], ["a"])
     with pytest.raises(ValueError, match="non-empty list"):
         MultiLabelEvalSet("x", ["a"], [tmp_path], [[0]], ["a"])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match=r"info\['leaf_ids'\] has 2 entries for 1 images"):
+        MultiLabelEvalSet("x", [["a"]], [tmp_path], [[0]], ["a"], {"leaf_ids": [0, 0]})
 
 
 # --------------------------------------------------------------------------------------------------

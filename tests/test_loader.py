@@ -11,7 +11,7 @@ import webdataset as wds
 from PIL import Image
 
 from otterlib.data.cc3m import index_existing_shards, load_manifest
-from otterlib.data.loader import build_eval_pairs_loader, build_train_loader, steps_per_epoch_from_manifest
+from otterlib.data.loader import build_eval_pairs_loader, build_train_loader, plan_epoch, steps_per_epoch_from_manifest
 from otterlib.data.transforms import eval_transform, train_transform
 
 N_SHARDS, PER_SHARD = 6, 8
@@ -73,8 +73,8 @@ def test_manifest_and_steps(clean):
     assert steps_per_epoch_from_manifest(clean, batch_size=5, world_size=2) == 4  # floor(48 / 10)
     with pytest.raises(ValueError, match="fewer than one global batch"):
         steps_per_epoch_from_manifest(clean, batch_size=25, world_size=2)
-    with pytest.raises(ValueError, match="steps_per_epoch"):
-        build_train_loader(m.shard_paths, batch_size=4, transform=TRANSFORM, epoch=0, seed=0)
+    from_tars = build_train_loader(m.shard_paths, batch_size=4, transform=TRANSFORM, epoch=0, seed=0)
+    assert len(from_tars) == 12  # a list of tars: samples counted from the tar headers
 
 
 def test_same_seed_and_epoch_give_the_same_batches(clean):
@@ -119,7 +119,7 @@ def test_ddp_ranks_get_disjoint_samples_covering_the_epoch(clean):
 
 
 def test_sample_level_split_when_fewer_shards_than_readers(clean):
-    shards = load_manifest(clean).shard_paths[:2]  # 2 shards, 3 ranks -> split by sample position
+    shards = load_manifest(clean).shard_paths[:2]  # 2 shards (16 samples), 3 ranks -> split by sample position
     per_rank = []
     for rank in range(3):
         loader = build_train_loader(shards, batch_size=5, transform=TRANSFORM, epoch=0, seed=0, rank=rank,
@@ -127,26 +127,25 @@ def test_sample_level_split_when_fewer_shards_than_readers(clean):
         per_rank.append([c for _, b in loader for c in b])
     assert all(len(c) == 5 for c in per_rank)
     assert len(set().union(*per_rank)) == 15, "ranks must not share samples"
-    # without sample shuffling, rank r keeps positions r, r + 3, r + 6, ... of the epoch's concatenated stream
+    # without sample shuffling, rank r reads positions floor(16 r / 3) .. + 4 of the epoch's concatenated stream
     streams = [[caption_of(s, i) for s in order for i in range(PER_SHARD)] for order in ((0, 1), (1, 0))]
-    assert any(all(per_rank[r] == st[r::3][:5] for r in range(3)) for st in streams)
+    assert any(all(per_rank[r] == st[16 * r // 3:][:5] for r in range(3)) for st in streams)
 
 
-def test_every_rank_yields_exactly_steps_batches_even_when_its_shards_run_short(clean):
-    # 4 ranks over 6 shards: ranks 0, 1 get 2 shards (16 samples), ranks 2, 3 get 1 shard (8 samples);
-    # floor(48 / 16) = 3 batches of 4 -> ranks 2, 3 must start a second pass over their own shard.
+def test_ranks_get_equal_distinct_samples_when_shards_do_not_divide_among_them(clean):
+    # 4 ranks over 6 shards of 8: whole-shard splitting would give 16, 16, 8, 8 samples; by position every
+    # rank owns 12 = floor(48 / 16) batches x 4 samples, so no rank repeats or drops a sample
     seen = []
-    extra = []
     for rank in range(4):
         caps, _, loader = run(clean, batch_size=4, rank=rank, world_size=4)
         assert len(caps) == 3 and all(len(b) == 4 for b in caps)
+        assert loader.stats.extra_passes == 0 and len(set(flat(caps))) == 12
         seen.append(set(flat(caps)))
-        extra.append(loader.stats.extra_passes)
-    assert sorted(extra) == [0, 0, 1, 1]
+    assert set().union(*seen) == ALL_CAPTIONS
     for a in range(4):
         for b in range(a + 1, 4):
-            assert not seen[a] & seen[b], "ranks must never share samples, even on a second pass"
-    # an explicit, larger steps_per_epoch is honoured too
+            assert not seen[a] & seen[b], "ranks must never share samples"
+    # an explicit, larger steps_per_epoch is honoured by a second pass over the rank's samples
     caps, _, loader = run(clean, batch_size=7, steps_per_epoch=9)
     assert len(caps) == 9 and all(len(b) == 7 for b in caps) and loader.stats.extra_passes == 1
 
@@ -207,11 +206,12 @@ def dirty(tmp_path_factory) -> list[Path]:
 
 
 def test_corrupt_samples_are_skipped_and_counted(dirty):
-    loader = build_train_loader(dirty, batch_size=23, transform=TRANSFORM, epoch=0, seed=0, steps_per_epoch=1,
-                                shuffle_buffer=0)
-    [(images, captions)] = list(loader)
-    assert images.shape == (23, 3, 16, 16) and "bad" not in captions
-    assert loader.stats.corrupt_samples == 2 and loader.stats.read_errors == 0
+    loader = build_train_loader(dirty, batch_size=8, transform=TRANSFORM, epoch=0, seed=0, shuffle_buffer=0)
+    batches = list(loader)  # 24 samples in sizes terms (the bad JPEG counts, the key without caption does not)
+    assert [images.shape for images, _ in batches] == [(8, 3, 16, 16)] * 3
+    assert not any("bad" in captions for _, captions in batches)
+    assert loader.stats.corrupt_samples >= 2 and loader.stats.read_errors == 0
+    assert loader.stats.extra_passes == 1  # 23 good samples for 24 places: one more pass fills the last batch
 
     ev = build_eval_pairs_loader(dirty, batch_size=10, transform=eval_transform(16, 20))
     batches = list(ev)
@@ -255,3 +255,65 @@ def test_bad_arguments(clean):
         build_train_loader(clean, batch_size=4, transform=TRANSFORM, epoch=0, seed=0, skip_batches=13)
     with pytest.raises(FileNotFoundError, match="index_existing_shards"):
         build_train_loader(clean.parent / "nowhere", batch_size=4, transform=TRANSFORM, epoch=0, seed=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Reproducibility: the order img2dataset's threads wrote a shard in does not matter (issue 9.13)
+
+
+def test_two_downloads_with_other_within_shard_orders_give_the_same_batches(tmp_path):
+    rng = np.random.default_rng(5)
+    samples = {s: [{"__key__": f"{s:05d}{i:04d}", "jpg": jpeg(rng), "txt": caption_of(s, i),
+                    "json": json.dumps({"i": i})} for i in range(PER_SHARD)] for s in range(3)}
+    manifests = []
+    for download, permute in (("a", np.random.default_rng(1)), ("b", np.random.default_rng(2))):
+        (tmp_path / download).mkdir()
+        for s, shard in samples.items():  # the same samples, written in the order the "threads" finished
+            write_shard(tmp_path / download / f"{s:05d}.tar", [shard[i] for i in permute.permutation(PER_SHARD)])
+        manifests.append(index_existing_shards(tmp_path / download).manifest_path)
+    with tarfile.open(tmp_path / "a" / "00000.tar") as a, tarfile.open(tmp_path / "b" / "00000.tar") as b:
+        assert a.getnames() != b.getnames()
+    for kw in ({"batch_size": 4}, {"batch_size": 3, "rank": 1, "world_size": 2, "num_workers": 2}):
+        (caps_a, imgs_a, _), (caps_b, imgs_b, _) = (run(m, **kw) for m in manifests)
+        assert caps_a == caps_b and all(torch.equal(x, y) for x, y in zip(imgs_a, imgs_b))
+    pairs = [[c for _, b in build_eval_pairs_loader(m, batch_size=5, transform=eval_transform(16, 20)) for c in b]
+             for m in manifests]
+    assert pairs[0] == pairs[1] == [caption_of(s, i) for s in range(3) for i in range(PER_SHARD)]  # key order
+
+
+
+# --------------------------------------------------------------------------------------------------
+# Rank x worker balance at the paper's scale (issue 9.11; a plan only, no data)
+
+
+@pytest.mark.parametrize("world_size, n_workers", [(8, 8), (8, 1), (3, 5)])
+def test_paper_scale_plan_gives_every_rank_the_same_distinct_samples(world_size, n_workers):
+    sizes = [10_000] * 331 + [8_333]  # CC3M train: 3,318,333 TSV rows in shards of 10,000
+    sizes = [n - (i * 37) % 1300 for i, n in enumerate(sizes)]  # and about 10 % failed downloads, unevenly
+    batch = 64
+    total = sum(sizes)
+    steps = total // (batch * world_size)
+    plan = plan_epoch(sizes, world_size=world_size, n_workers=n_workers, batch_size=batch, steps=steps)
+    assert len(plan) == world_size and all(len(workers) == n_workers for workers in plan)
+    spans = []
+    for rank, workers in enumerate(plan):
+        assert sum(w.batches for w in workers) == steps
+        assert max(w.batches for w in workers) - min(w.batches for w in workers) <= 1
+        for w in workers:
+            assert w.n_samples == w.batches * batch, "a worker reads exactly its batches' samples: no repeats"
+            assert len(w.slices) <= w.n_samples // min(sizes) + 2, "a worker reads a run of neighbouring shards"
+            spans += [(shard, start, stop) for shard, start, stop in w.slices]
+            assert all(0 <= start < stop <= sizes[shard] for shard, start, stop in w.slices)
+    spans.sort()
+    assert all(a[0] != b[0] or a[2] <= b[1] for a, b in zip(spans, spans[1:])), "no sample is read twice"
+    used = sum(stop - start for _, start, stop in spans)
+    assert used == world_size * steps * batch  # every rank: steps x batch distinct samples
+    assert total - used < world_size * (batch + 1)  # dropped per epoch: under one batch per rank
+
+
+def test_plan_repeats_only_when_the_steps_ask_for_more_samples_than_there_are():
+    plan = plan_epoch([8] * 6, world_size=2, n_workers=2, batch_size=7, steps=5)  # 70 samples of 48
+    for workers in plan:
+        assert sum(w.n_samples for w in workers) == 24 and [w.batches for w in workers] == [3, 2]
+    with pytest.raises(ValueError, match="rank 0 worker 0 gets no samples"):
+        plan_epoch([3], world_size=2, n_workers=2, batch_size=1, steps=2)

@@ -84,6 +84,45 @@ def test_paired_bootstrap_pvalue_detects_a_clear_difference():
     assert report.paired_bootstrap_pvalue(b, a) > 0.99
 
 
+def test_hit_vectors_roundtrip_with_image_ids(tmp_path):
+    hits = {1: np.array([True, False, False]), 5: np.array([True, True, False])}
+    path = report.save_hits(tmp_path / "hits_goi.npz", ["b", "a", "c"], hits)
+    with np.load(path, allow_pickle=False) as raw:
+        assert sorted(raw.files) == ["image_ids", "k1", "k5"] and raw["image_ids"].dtype.kind == "U"
+    loaded = report.load_hits(path)
+    assert loaded.image_ids.tolist() == ["b", "a", "c"] and loaded.ks == (1, 5)
+    assert loaded.at(5).tolist() == [True, True, False]
+    with pytest.raises(KeyError, match="k=10.*1, 5"):
+        loaded.at(10)
+    with pytest.raises(ValueError, match="repeated image id"):
+        report.save_hits(tmp_path / "x.npz", ["a", "a"], {1: np.array([True, False])})
+    with pytest.raises(ValueError, match="2 image ids"):
+        report.save_hits(tmp_path / "x.npz", ["a", "b"], {1: np.array([True])})
+
+
+def test_hits_pair_by_image_id_whatever_their_order(tmp_path):
+    rng = np.random.default_rng(2)
+    ids = [f"img{i}" for i in range(500)]
+    b = rng.random(500) < 0.3
+    a = b | (rng.random(500) < 0.2)
+    perm = rng.permutation(500)
+    ha = report.save_hits(tmp_path / "a.npz", ids, {1: a})
+    hb = report.save_hits(tmp_path / "b.npz", [ids[i] for i in perm], {1: b[perm]})  # another order
+    x, y = report.pair_hits(report.load_hits(ha), report.load_hits(hb), k=1)
+    assert x.tolist() == a.tolist() and y.tolist() == b.tolist()
+    assert report.paired_bootstrap_pvalue(x, y) == report.paired_bootstrap_pvalue(a, b) < 0.01
+
+
+def test_pairing_hits_of_different_image_sets_is_an_error(tmp_path):
+    a = report.load_hits(report.save_hits(tmp_path / "a.npz", ["x", "y", "z"], {1: np.ones(3, bool)}))
+    b = report.load_hits(report.save_hits(tmp_path / "b.npz", ["x", "y", "w"], {1: np.ones(3, bool)}))
+    with pytest.raises(ValueError, match=r"(?s)different image sets.*1 only in .*a.npz.*\['z'\].*1 only in .*b.npz"):
+        report.pair_hits(a, b, k=1)
+    np.savez_compressed(tmp_path / "old.npz", k1=np.ones(3, bool))  # written before image ids were stored
+    with pytest.raises(ValueError, match="no image_ids.*rerun 04_evaluate"):
+        report.load_hits(tmp_path / "old.npz")
+
+
 def test_published_csv_holds_the_readme_row():
     pub = report.read_published()
     assert len(pub) == 24

@@ -1,4 +1,6 @@
 """Stage functions behind the notebooks: reruns of the smoke download stage."""
+import json
+
 import pytest
 
 from otterlib import layout, stages
@@ -18,6 +20,17 @@ def test_smoke_download_stage_reruns_and_recovers_an_unfinished_download(tmp_pat
     manifest.unlink()  # as if the download had been interrupted before finishing
     resumed = stages.prepare_training_data(profile)
     assert resumed["train"].successes == 40 and manifest.is_file()
+    assert layout.training_data_ready(profile)
+
+    data = json.loads(manifest.read_text())  # as download_cc3m writes it when img2dataset gave up on a shard
+    manifest.write_text(json.dumps(data | {"complete": False, "n_input_rows": 80, "missing_rows": 40,
+                                           "missing_shards": ["00001"]}))
+    assert not layout.training_data_ready(profile), "01 must run again while the download is incomplete"
+    profile.data.allow_partial = True
+    assert layout.training_data_ready(profile)
+    profile.data.allow_partial = False
+    redone = stages.prepare_training_data(profile)
+    assert redone["train"].complete and json.loads(manifest.read_text())["complete"] is True
 
 
 def test_results_figures_cover_the_settings_trained_so_far(tmp_path):

@@ -88,7 +88,7 @@ def test_synthetic_goi_parses_with_the_real_parser(tmp_path):
     files = synthetic.make_synthetic_goi(tmp_path, 40, 32, seed=0)
     header = files["class_descriptions"].read_text().splitlines()[0]
     assert header == "LabelName,DisplayName"
-    es = load_goi(files["class_descriptions"], files["image_labels"], files["images_dir"])
+    es = load_goi(files["class_descriptions"], files["image_labels"], files["images_dir"], repeated_names="all")
     names = synthetic.goi_class_names()
     assert es.n_classes == len(names) and es.n_images == 40
     assert len(set(es.caption_names())) == len(set(names)) < len(names)  # repeated names, as the real list

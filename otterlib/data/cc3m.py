@@ -50,7 +50,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 import urllib.error
 import urllib.request
@@ -62,6 +61,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from otterlib.data.shards import ShardReadError, index_tar
+
 OFFICIAL_TRAIN_URL: str = "https://storage.googleapis.com/gcc-data/Train/GCC-training.tsv"
 """Google's download of ``Train_GCC-training.tsv`` (linked from the Conceptual Captions download page)."""
 OFFICIAL_VALIDATION_URL: str = "https://storage.googleapis.com/gcc-data/Validation/GCC-1.1.0-Validation.tsv"
@@ -72,8 +73,6 @@ DNS_ADVICE_URL: str = "https://github.com/rom1504/img2dataset#setting-up-a-high-
 MANIFEST_NAME: str = "sizes.json"
 MANIFEST_FORMAT: str = "otterlib-sizes/1"
 SOURCE_DIR: str = "_source"
-IMAGE_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
-"""Sample members that count as the image, in order of preference."""
 
 EXPECTED_BYTES_PER_IMAGE: int = 25_000
 """Disk per *TSV row* at 256 px (keep_ratio, JPEG q95), tar + json + parquet included: full CC3M
@@ -238,16 +237,35 @@ class DownloadSummary:
     """Rows of the source list (TSV rows for a download; ``n_rows`` for an indexed copy)."""
     failure_examples: dict[str, str] = field(default_factory=dict)
     """One raw error message per failure class."""
+    missing_shards: list[str] = field(default_factory=list)
+    """Shards of the input that have no stats file: never processed, or given up on by img2dataset."""
 
     @property
     def complete(self) -> bool:
         """Every input row has been processed (no shard left to download)."""
         return self.n_rows == self.n_input_rows
 
+    def incompleteness(self) -> str | None:
+        """What is missing and how to resume, in plain words (None when complete)."""
+        return incompleteness_message(self.n_input_rows, self.n_input_rows - self.n_rows, self.missing_shards)
+
     @property
     def total(self) -> int:
         """Samples available to loaders (``sum(shard_sizes)``)."""
         return sum(self.shard_sizes)
+
+
+def incompleteness_message(n_input_rows: int, n_missing_rows: int, missing_shards: list[str]) -> str | None:
+    """``The download is incomplete: ...`` with the missing rows and shards and how to resume; None if none."""
+    if n_missing_rows == 0:
+        return None
+    shards = (f"{len(missing_shards)} shard{'s' * (len(missing_shards) != 1)}: "
+              f"{', '.join(missing_shards[:10])}{', ...' * (len(missing_shards) > 10)}")
+    return (f"The download is incomplete: {n_missing_rows:,} of {n_input_rows:,} rows ({shards}) were never "
+            f"processed; img2dataset gave up on them and still exited normally. To resume, rerun 01_download_cc3m "
+            f"(./run_all.sh reruns it while the download is incomplete; download_cc3m with the same arguments "
+            f"does the same): finished shards are kept and only the missing ones are downloaded. To train on the "
+            f"rows that are there anyway, set data.allow_partial: true.")
 
 
 @dataclass(frozen=True)
@@ -258,10 +276,23 @@ class ShardManifest:
     shard_paths: list[Path]
     """Absolute tar paths (``sizes.json`` stores them relative to its folder)."""
     shard_sizes: list[int]
+    n_input_rows: int = 0
+    """Rows of the download's input list (0 when unknown)."""
+    n_missing_rows: int = 0
+    """Input rows never processed (a shard img2dataset gave up on, or an interrupted download)."""
+    missing_shards: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
         return sum(self.shard_sizes)
+
+    @property
+    def complete(self) -> bool:
+        return self.n_missing_rows == 0
+
+    def incompleteness(self) -> str | None:
+        """What is missing and how to resume, in plain words (None when complete)."""
+        return incompleteness_message(self.n_input_rows, self.n_missing_rows, self.missing_shards)
 
 
 def load_manifest(path: str | Path) -> ShardManifest:
@@ -284,7 +315,10 @@ def load_manifest(path: str | Path) -> ShardManifest:
                                 "or index_existing_shards on the folder")
     if sum(sizes) != data["total"]:
         raise ValueError(f"{path}: per-shard counts sum to {sum(sizes)} but total says {data['total']}")
-    return ShardManifest(path=path, shard_paths=shard_paths, shard_sizes=sizes)
+    n_input = int(data.get("n_input_rows") or 0)
+    return ShardManifest(path=path, shard_paths=shard_paths, shard_sizes=sizes, n_input_rows=n_input,
+                         n_missing_rows=n_input - int(data.get("n_rows") or n_input),
+                         missing_shards=list(data.get("missing_shards", [])))
 
 
 def _write_manifest(summary: DownloadSummary, source: dict[str, Any] | None, options: dict[str, Any] | None,
@@ -295,8 +329,11 @@ def _write_manifest(summary: DownloadSummary, source: dict[str, Any] | None, opt
         "total": summary.total,
         "shards": [{"path": os.path.relpath(p, root), "samples": n}
                    for p, n in zip(summary.shard_paths, summary.shard_sizes)],
+        "complete": summary.complete,
         "n_rows": summary.n_rows,
         "n_input_rows": summary.n_input_rows,
+        "missing_rows": summary.n_input_rows - summary.n_rows,
+        "missing_shards": summary.missing_shards,
         "successes": summary.successes,
         "success_rate": summary.success_rate,
         "failures_by_status": summary.failures_by_status,
@@ -554,6 +591,12 @@ def download_cc3m(tsv_path: str | Path, output_dir: str | Path, **options: Any) 
     ``processes_count``, ``thread_count``, ``timeout``, ``retries``, ``max_rows``, ...) plus any other
     ``img2dataset.download`` argument. Resumable: rerun the same call after an interruption. Writes
     ``output_dir/sizes.json`` after the download (see :func:`read_download_stats` for the numbers).
+
+    img2dataset exits normally even after giving up on a shard (its shard retrier only prints), so the
+    processed rows are compared with the input rows: a shortfall is marked in ``sizes.json`` (``complete:
+    false``, ``missing_rows``, ``missing_shards``), printed in plain words with how to resume
+    (:meth:`DownloadSummary.incompleteness`), and training refuses such a manifest unless
+    ``data.allow_partial`` (:func:`otterlib.data.loader.require_complete`).
     """
     opts = DownloadOptions.from_kwargs(**options)
     tsv = Path(tsv_path)
@@ -588,14 +631,17 @@ def download_cc3m(tsv_path: str | Path, output_dir: str | Path, **options: Any) 
     summary = read_download_stats(out)
     _write_manifest(summary, source={k: request[k] for k in ("tsv_path", "sha256", "n_rows")},
                     options={**asdict(opts)}, img2dataset_version=importlib.metadata.version("img2dataset"))
+    if not summary.complete:
+        print(f"[download_cc3m] {out}: {summary.incompleteness()}")
     return summary
 
 
 def read_download_stats(output_dir: str | Path) -> DownloadSummary:
     """Summarise a :func:`download_cc3m` folder from every shard's ``*_stats.json`` and ``*.parquet``.
 
-    Shards still being written (a tar without its stats file) are not counted. Raises if a shard's
-    parquet disagrees with its stats (delete that shard's three files and rerun the download).
+    Shards still being written (a tar without its stats file) are not counted; shards of the input without a
+    stats file are listed in ``missing_shards``. Raises if a shard's parquet disagrees with its stats (delete
+    that shard's three files and rerun the download).
     """
     out = Path(output_dir)
     request_path = out / SOURCE_DIR / "request.json"
@@ -627,59 +673,26 @@ def read_download_stats(output_dir: str | Path) -> DownloadSummary:
             shard_paths.append(tar_path)
             shard_sizes.append(ok)
     failures, examples = _classify_status_dict(status_dict)
+    per_shard = request["layout"]["number_sample_per_shard"]
+    done = {int(p.name.split("_")[0]) for p in out.glob("[0-9]*_stats.json")}
+    missing = [f"{i:05d}" for i in range(-(-request["n_rows"] // per_shard)) if i not in done]
     return DownloadSummary(n_rows=n_rows, successes=successes, failures_by_status=failures,
                            success_rate=successes / n_rows if n_rows else 0.0, shard_paths=shard_paths,
                            shard_sizes=shard_sizes, manifest_path=out / MANIFEST_NAME,
-                           n_input_rows=request["n_rows"], failure_examples=examples)
+                           n_input_rows=request["n_rows"], failure_examples=examples, missing_shards=missing)
 
 
 # --------------------------------------------------------------------------------------------------
 # An existing webdataset copy
 
 
-def _count_tar_samples(tar_path: Path) -> tuple[int, int, int]:
-    """(complete samples, samples without an image, samples without a ``.txt``) of one tar, grouping
-    consecutive members by key exactly as webdataset does."""
-    from webdataset.tariterators import base_plus_ext
-
-    complete = no_image = no_text = 0
-    current: str | None = None
-    exts: set[str] = set()
-
-    def close() -> None:
-        nonlocal complete, no_image, no_text
-        if current is None:
-            return
-        has_image = any(e in exts for e in IMAGE_EXTENSIONS)
-        complete += has_image and "txt" in exts
-        no_image += not has_image
-        no_text += has_image and "txt" not in exts
-
-    try:
-        with tarfile.open(tar_path, mode="r|*") as tar:
-            for member in tar:
-                if not member.isreg() or member.name.startswith("__"):
-                    continue
-                key, ext = base_plus_ext(member.name)
-                if key is None:
-                    continue
-                if key != current:
-                    close()
-                    current, exts = key, set()
-                exts.add(ext.lower())
-    except (tarfile.TarError, OSError) as err:
-        raise ValueError(f"{tar_path} is not a readable tar ({err}); re-download it or remove it from the folder") \
-            from err
-    close()
-    return complete, no_image, no_text
-
-
 def index_existing_shards(folder: str | Path, pattern: str = "*.tar") -> DownloadSummary:
     """Count the samples of every tar in ``folder`` (an existing webdataset copy of CC3M) and write
     ``folder/sizes.json`` so loaders can use it.
 
-    A sample is a key with an image (``.jpg``/``.jpeg``/``.png``/``.webp``) and a ``.txt`` caption;
-    keys lacking either are reported in ``failures_by_status`` and not counted. Rows that failed when
+    A sample is a key with an image (``.jpg``/``.jpeg``/``.png``/``.webp``) and a ``.txt`` caption
+    (:func:`otterlib.data.shards.index_tar`, the loaders' own reading); keys lacking either are reported in
+    ``failures_by_status`` and not counted. Rows that failed when
     the copy was made are unknown, so ``n_rows`` counts only the keys present.
     """
     from tqdm.auto import tqdm
@@ -692,12 +705,18 @@ def index_existing_shards(folder: str | Path, pattern: str = "*.tar") -> Downloa
     shard_sizes: list[int] = []
     no_image = no_text = 0
     for tar_path in tqdm(tars, desc=f"indexing {folder.name}", unit="tar"):
-        n, missing_image, missing_text = _count_tar_samples(tar_path)
-        no_image += missing_image
-        no_text += missing_text
-        if n:
+        try:
+            index = index_tar(tar_path)
+        except ShardReadError as err:
+            raise ValueError(f"{err}; re-download it or remove it from the folder") from err
+        if index.error is not None:
+            raise ValueError(f"{tar_path} is not a readable tar ({index.error}); re-download it or remove it from "
+                             f"the folder")
+        no_image += index.n_no_image
+        no_text += index.n_no_text
+        if len(index):
             shard_paths.append(tar_path)
-            shard_sizes.append(n)
+            shard_sizes.append(len(index))
     successes = sum(shard_sizes)
     failures = {k: v for k, v in (("no image", no_image), ("no caption (.txt)", no_text)) if v}
     n_rows = successes + no_image + no_text

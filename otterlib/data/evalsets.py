@@ -5,11 +5,14 @@
   human-verified image-level labels (``ImageID,Source,LabelName,Confidence``; positives are ``Confidence`` 1).
   Class id = row order of the class-description file, which is the order of the paper's ``goi_classes.txt``
   (19,994 rows, 12 names repeated; the paper says 19,958). The OTTER-format pair ``goi_classes.txt`` +
-  ``goi_images.txt`` is read by :func:`load_goi_otter_format`.
+  ``goi_images.txt`` (the paper's own per-image labels) is read by :func:`load_goi_otter_format`; without
+  ``goi_images.txt`` :func:`load_goi` rebuilds the labels under an explicit rule for repeated names.
 * **Multi-label ImageNet-10K (Tencent ML-Images val)**: ``dictionary_and_semantic_hierarchy.txt`` (11,166
   classes, ``index\\twnid\\tparent\\tname, synonym, ...``) and ``val_image_id_from_imagenet.txt``
   (``wnid/file.JPEG\\tleaf\\tancestors...``, 50,000 rows). The copy shipped with OTTER has a malformed row 0
-  (``0\\tn00002452\\t-1  thing``); it is parsed as parent -1, name ``thing`` and recorded in ``info``.
+  (``0\\tn00002452\\t-1  thing``); it is parsed as parent -1, name ``thing`` and recorded in ``info``. The
+  official parser (the last tab field is the name) calls it ``-1  thing``: ``bug_compatible=True`` keeps that
+  name, so the official caption ``a photo of -1  thing.`` can be reproduced to the letter.
 
 :func:`clean_variant` builds the ``clean`` protocol (duplicate names merged, leaf-only labels) from the
 ``paper`` one. :func:`fetch_metadata` downloads the official metadata files named in
@@ -49,6 +52,10 @@ TENCENT_HEADER_PREFIX: str = "category_index"
 
 Transform = Callable[[Image.Image], torch.Tensor]
 EvalItem = tuple[torch.Tensor, list[int]]
+
+IMAGE_ALIGNED_INFO: tuple[str, ...] = ("leaf_ids",)
+"""``info`` entries holding one value per image (aligned with ``image_paths``): they are checked for length and
+follow every image selection (:meth:`MultiLabelEvalSet.subset`)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -145,6 +152,10 @@ class MultiLabelEvalSet:
             if isinstance(synonyms, str) or not synonyms or not all(isinstance(s, str) and s.strip() for s in synonyms):
                 raise ValueError(f"eval set {self.name!r}: class {c} must be a non-empty list of non-empty "
                                  f"names, got {synonyms!r}")
+        for key in IMAGE_ALIGNED_INFO:
+            if key in self.info and len(self.info[key]) != n:
+                raise ValueError(f"eval set {self.name!r}: info[{key!r}] has {len(self.info[key])} entries for {n} "
+                                 f"images; it must hold one per image")
         flat = list(itertools.chain.from_iterable(self.labels))
         if flat and (min(flat) < 0 or max(flat) >= len(self.class_names)):
             raise ValueError(f"eval set {self.name!r}: label ids must lie in [0, {len(self.class_names) - 1}], "
@@ -166,14 +177,21 @@ class MultiLabelEvalSet:
         """Indices of images whose file does not exist (one ``stat`` per image)."""
         return [i for i, p in enumerate(self.image_paths) if not p.is_file()]
 
+    def subset(self, keep: Sequence[int], **info: Any) -> MultiLabelEvalSet:
+        """The images at positions ``keep`` (in that order) with every per-image field, ``info`` entries of
+        :data:`IMAGE_ALIGNED_INFO` included; the keyword arguments are added to ``info``."""
+        merged = dict(self.info, **info)
+        for key in IMAGE_ALIGNED_INFO:
+            if key in merged:
+                merged[key] = [merged[key][i] for i in keep]
+        return MultiLabelEvalSet(self.name, self.class_names, [self.image_paths[i] for i in keep],
+                                 [self.labels[i] for i in keep], [self.image_ids[i] for i in keep], merged)
+
     def with_existing_images(self) -> MultiLabelEvalSet:
         """The same set restricted to images present on disk (``info['n_dropped_missing']`` records how many
         were dropped)."""
         missing = set(self.missing_images())
-        keep = [i for i in range(self.n_images) if i not in missing]
-        info = dict(self.info, n_dropped_missing=len(missing))
-        return MultiLabelEvalSet(self.name, self.class_names, [self.image_paths[i] for i in keep],
-                                 [self.labels[i] for i in keep], [self.image_ids[i] for i in keep], info)
+        return self.subset([i for i in range(self.n_images) if i not in missing], n_dropped_missing=len(missing))
 
     def summary(self) -> dict[str, Any]:
         """Counts describing the set (it stats every image file to count the missing ones)."""
@@ -195,6 +213,7 @@ class MultiLabelEvalSet:
             "n_images_without_labels": sum(1 for s in sizes if s == 0),
             "n_images_found": self.n_images - n_missing,
             "n_missing_images": n_missing,
+            "notes": list(self.info.get("notes", [])),
         }
 
     def torch_dataset(self, transform: Transform | None = None) -> EvalImageDataset:
@@ -249,40 +268,51 @@ def read_goi_class_list(path: str | Path) -> list[str]:
     return names
 
 
+REPEATED_NAME_RULES: tuple[str, ...] = ("first", "all")
+"""How a GOI rebuild maps a positive whose display name several class ids carry: ``first`` -> the first such
+id, ``all`` -> every such id (see :func:`load_goi` and ``docs/eval_sets.md``)."""
+
+
 def load_goi(class_descriptions_csv: str | Path, image_labels_csv: str | Path, images_dir: str | Path,
-             class_list: Sequence[str] | str | Path | None = None, image_ext: str = ".jpg") -> MultiLabelEvalSet:
-    """Google Open Images test set from the official CSVs.
+             class_list: Sequence[str] | str | Path | None = None, image_ext: str = ".jpg",
+             repeated_names: str = "first") -> MultiLabelEvalSet:
+    """Rebuild the Google Open Images test set from the official CSVs (the paper's ``goi_images.txt`` is read by
+    :func:`load_goi_otter_format`; :func:`otterlib.data.goi_labels.compare_goi_labels` cross-checks the two).
 
     Args:
         class_descriptions_csv: ``oidv6-class-descriptions.csv`` (header) or ``class-descriptions.csv`` (none).
         image_labels_csv: human-verified image-level labels, ``ImageID,Source,LabelName,Confidence`` (header
             optional). Rows with Confidence 1 are positives; Confidence 0 (verified negatives) are dropped.
         images_dir: folder holding ``<ImageID><image_ext>``.
-        class_list: optional class-id order given as display names (a list, or a ``goi_classes.txt`` path).
-            Labels are then mapped MID -> display name -> every id carrying that name (a repeated name gets
-            all its ids; the count is ``info['n_ambiguous_name_labels']``); MIDs whose name is absent are
-            dropped. Without it the class id is the row order of the class-description file.
+        class_list: the class ids as display names (a list, or a ``goi_classes.txt`` path); default: the
+            display names of the class-description file in row order.
         image_ext: file extension of the images (Open Images test images are ``<ImageID>.jpg``).
+        repeated_names: a positive MID is mapped to its display name and the name to class ids; a name that
+            several ids carry (12 in the paper's list) gives the ``first`` of them or ``all`` of them
+            (:data:`REPEATED_NAME_RULES`). MIDs whose name is not in the class list are dropped.
 
     Only images with at least one positive label in the class set are kept (the others can never be hit);
-    ``info`` records every dropped row and image.
+    ``info`` records every dropped row and image, the rule, and how many distinct (image, MID) positives it
+    decided (``n_repeated_name_labels``, over ``n_images_with_repeated_name_labels`` images).
     """
+    if repeated_names not in REPEATED_NAME_RULES:
+        raise ValueError(f"repeated_names must be one of {REPEATED_NAME_RULES}, got {repeated_names!r}")
     mids, display_names, had_header = read_goi_class_descriptions(class_descriptions_csv)
     info: dict[str, Any] = {"format": "open-images-csv", "class_descriptions_header": had_header,
-                            "n_class_description_rows": len(mids)}
+                            "n_class_description_rows": len(mids), "repeated_names": repeated_names,
+                            "label_source": f"rebuilt (repeated names: {repeated_names})"}
     if class_list is None:
         class_names = display_names
-        mid_to_ids: dict[str, list[int]] = {m: [i] for i, m in enumerate(mids)}
     else:
         class_names = read_goi_class_list(class_list) if isinstance(class_list, (str, Path)) else list(class_list)
-        name_to_ids: dict[str, list[int]] = {}
-        for i, n in enumerate(class_names):
-            name_to_ids.setdefault(n, []).append(i)
-        mid_to_ids = {m: name_to_ids.get(n, []) for m, n in zip(mids, display_names)}
-        info["n_class_descriptions_not_in_class_list"] = sum(1 for ids in mid_to_ids.values() if not ids)
+    name_to_ids: dict[str, list[int]] = {}
+    for i, n in enumerate(class_names):
+        name_to_ids.setdefault(n, []).append(i)
+    mid_to_ids = {m: name_to_ids.get(n, []) for m, n in zip(mids, display_names)}
+    info["n_class_descriptions_not_in_class_list"] = sum(1 for ids in mid_to_ids.values() if not ids)
     labels_path = _existing(image_labels_csv, "Open Images human-verified image-level labels CSV "
                                               "(fetch_metadata('goi_test_image_labels_v6', ...))")
-    per_image: dict[str, set[int]] = {}
+    per_image: dict[str, set[str]] = {}  # image -> positive MIDs inside the class list
     seen: set[str] = set()
     counts: Counter[str] = Counter()
     sources: Counter[str] = Counter()
@@ -324,23 +354,24 @@ def load_goi(class_descriptions_csv: str | Path, image_labels_csv: str | Path, i
             if mid not in mid_to_ids:
                 counts["unknown_mid_rows_dropped"] += 1
                 continue
-            ids = mid_to_ids[mid]
-            if not ids:
+            if not mid_to_ids[mid]:
                 counts["rows_outside_class_list_dropped"] += 1
                 continue
-            if len(ids) > 1:
-                counts["ambiguous_name_labels"] += 1
             counts["positive_rows"] += 1
-            per_image.setdefault(image_id, set()).update(ids)
+            per_image.setdefault(image_id, set()).add(mid)
     images_dir = Path(images_dir)
     image_ids = list(per_image)
+    width = None if repeated_names == "all" else 1
+    labels = [sorted({c for m in per_image[i] for c in mid_to_ids[m][:width]}) for i in image_ids]
+    repeated = [sum(len(mid_to_ids[m]) > 1 for m in per_image[i]) for i in image_ids]
     info.update({
         "n_positive_rows": counts["positive_rows"],
         "n_negative_rows_dropped": counts["negative_rows_dropped"],
         "n_other_confidence_rows_dropped": counts["other_confidence_rows_dropped"],
         "n_unknown_mid_rows_dropped": counts["unknown_mid_rows_dropped"],
         "n_rows_outside_class_list_dropped": counts["rows_outside_class_list_dropped"],
-        "n_ambiguous_name_labels": counts["ambiguous_name_labels"],
+        "n_repeated_name_labels": sum(repeated),
+        "n_images_with_repeated_name_labels": sum(n > 0 for n in repeated),
         "n_images_in_label_file": len(seen),
         "n_images_without_positive_dropped": len(seen) - len(image_ids),
         "sources": dict(sources),
@@ -348,7 +379,7 @@ def load_goi(class_descriptions_csv: str | Path, image_labels_csv: str | Path, i
     eval_set = MultiLabelEvalSet(
         name="goi", class_names=[[n] for n in class_names],
         image_paths=[images_dir / f"{i}{image_ext}" for i in image_ids],
-        labels=[sorted(per_image[i]) for i in image_ids], image_ids=image_ids, info=info)
+        labels=labels, image_ids=image_ids, info=info)
     _record_found(eval_set)
     return eval_set
 
@@ -369,7 +400,8 @@ def load_goi_otter_format(classes_txt: str | Path, images_txt: str | Path, image
         paths.append(images_dir / fields[0])
         ids.append(Path(fields[0]).stem)
     eval_set = MultiLabelEvalSet("goi", [[n] for n in class_names], paths, labels, ids,
-                                 {"format": "otter-goi-txt", "n_class_rows": len(class_names)})
+                                 {"format": "otter-goi-txt", "n_class_rows": len(class_names),
+                                  "label_source": "official goi_images.txt"})
     _record_found(eval_set)
     return eval_set
 
@@ -383,7 +415,8 @@ _QUIRK_ROW = re.compile(r"^(-?\d+)\s+(\S.*)$")
 @dataclass(frozen=True)
 class TencentDictionary:
     """Tencent ML-Images classes: ``wnids[c]``, ``parents[c]`` (-1 for the 4 roots), ``names[c]`` (synonyms)
-    and the malformed rows that were repaired while parsing."""
+    and the malformed rows that were repaired while parsing (``index``, ``line``, ``raw``, ``parent``, the
+    repaired ``name``, the ``official_name`` that the official parser reads and the ``name_used``)."""
 
     wnids: list[str]
     parents: list[int]
@@ -408,11 +441,13 @@ def tencent_ancestors(parents: Sequence[int], class_id: int) -> list[int]:
     return out
 
 
-def read_tencent_dictionary(path: str | Path) -> TencentDictionary:
+def read_tencent_dictionary(path: str | Path, bug_compatible: bool = False) -> TencentDictionary:
     """Parse ``dictionary_and_semantic_hierarchy.txt`` (header, then ``index\\twnid\\tparent\\tnames``).
 
     A row whose parent and name are separated by spaces instead of a tab (row 0 of OTTER's copy,
-    ``0\\tn00002452\\t-1  thing``) is repaired and listed in ``quirks_fixed``. Indices must run 0, 1, 2, ...
+    ``0\\tn00002452\\t-1  thing``) is repaired (parent -1, name ``thing``) and listed in ``quirks_fixed``;
+    with ``bug_compatible`` its name is the official parser's, the whole last field (``-1  thing``). Indices
+    must run 0, 1, 2, ...
     """
     path = _existing(path, "Tencent dictionary (fetch_metadata('tencent_dictionary', ...))")
     lines = path.read_text(encoding="utf-8").splitlines()
@@ -425,8 +460,11 @@ def read_tencent_dictionary(path: str | Path) -> TencentDictionary:
             continue
         fields = line.split("\t")
         if len(fields) == 3 and (m := _QUIRK_ROW.match(fields[2])):
-            quirks.append({"line": line_no, "raw": line, "parent": int(m.group(1)), "name": m.group(2)})
-            fields = [fields[0], fields[1], m.group(1), m.group(2)]
+            official = fields[2].strip()
+            used = official if bug_compatible else m.group(2)
+            quirks.append({"index": fields[0].strip(), "line": line_no, "raw": line, "parent": int(m.group(1)),
+                           "name": m.group(2), "official_name": official, "name_used": used})
+            fields = [fields[0], fields[1], m.group(1), used]
         if len(fields) != 4:
             raise ValueError(f"{path}:{line_no}: expected 'index\\twnid\\tparent\\tnames', got {line!r}")
         try:
@@ -450,7 +488,8 @@ def read_tencent_dictionary(path: str | Path) -> TencentDictionary:
 
 
 def load_tencent_in10k(dictionary_txt: str | Path, val_list_txt: str | Path, images_root: str | Path, *,
-                       leaf_only: bool = False, flat_layout: bool = False) -> MultiLabelEvalSet:
+                       leaf_only: bool = False, flat_layout: bool = False,
+                       bug_compatible: bool = False) -> MultiLabelEvalSet:
     """Multi-label ImageNet-10K: the Tencent ML-Images validation images taken from ImageNet.
 
     Args:
@@ -459,12 +498,14 @@ def load_tencent_in10k(dictionary_txt: str | Path, val_list_txt: str | Path, ima
         images_root: ImageNet-21k layout ``<images_root>/<wnid>/<file>.JPEG``, or with ``flat_layout``
             ``<images_root>/<file>.JPEG`` (the layout of the official OTTER loader).
         leaf_only: keep only the first (leaf) label of each row (the ``clean`` protocol).
+        bug_compatible: name the malformed row 0 as the official parser does (``-1  thing``, see
+            :func:`read_tencent_dictionary`).
 
-    ``info`` holds ``parents`` and ``wnids`` (per class), ``leaf_ids`` (per image), the repaired dictionary
+    ``info['notes']`` says, for each malformed row, which name is used and how the official one differs. ``info`` holds ``parents`` and ``wnids`` (per class), ``leaf_ids`` (per image), the repaired dictionary
     rows and two consistency counts: rows whose labels are not exactly leaf + its ancestors, and rows whose
     folder wnid differs from the leaf's wnid (both 0 on the official files).
     """
-    dictionary = read_tencent_dictionary(dictionary_txt)
+    dictionary = read_tencent_dictionary(dictionary_txt, bug_compatible)
     val_path = _existing(val_list_txt, "Tencent val list (fetch_metadata('tencent_val_list', ...))")
     images_root = Path(images_root)
     n_classes = len(dictionary.wnids)
@@ -492,6 +533,7 @@ def load_tencent_in10k(dictionary_txt: str | Path, val_list_txt: str | Path, ima
         "format": "tencent-ml-images",
         "label_mode": "leaf" if leaf_only else "leaf+ancestors",
         "quirks_fixed": dictionary.quirks_fixed,
+        "notes": [_quirk_note(q, dictionary.wnids[int(q["index"])], bug_compatible) for q in dictionary.quirks_fixed],
         "n_rows_not_leaf_plus_ancestors": n_not_hierarchy,
         "n_rows_wnid_mismatch": n_wnid_mismatch,
         "parents": dictionary.parents,
@@ -501,6 +543,17 @@ def load_tencent_in10k(dictionary_txt: str | Path, val_list_txt: str | Path, ima
     eval_set = MultiLabelEvalSet("in10k", dictionary.names, paths, labels, ids, info)
     _record_found(eval_set)
     return eval_set
+
+
+def _quirk_note(quirk: dict[str, Any], wnid: str, bug_compatible: bool) -> str:
+    """One line for the eval-set notes: the name used for a malformed dictionary row and the other reading."""
+    where = f"Tencent class {quirk['index']} ({wnid}), malformed row {quirk['raw']!r}"
+    if bug_compatible:
+        return (f"{where}: the official name {quirk['official_name']!r} (caption 'a photo of "
+                f"{quirk['official_name']}.'), as eval.bug_compatible asks; the repaired name is {quirk['name']!r}")
+    return (f"{where}: repaired name {quirk['name']!r} (caption 'a photo of {quirk['name']}.'); the official parser "
+            f"reads {quirk['official_name']!r} (caption 'a photo of {quirk['official_name']}.'), set "
+            f"eval.bug_compatible: true to use it")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,37 +1,44 @@
 """Webdataset loaders: the DDP-aware training stream and the in-order held-out (validation) loader.
 
-Training stream (:func:`build_train_loader`), for one rank and one epoch:
+Every shard is read in key order (:mod:`otterlib.data.shards`): the order img2dataset's threads happened to
+write a shard in never reaches a batch. Training stream (:func:`build_train_loader`), for one rank and one
+epoch:
 
 1. **Shard order.** The manifest's shards are permuted by a ``random.Random`` seeded with ``(seed,
-   epoch)``, the same on every rank.
-2. **Split.** There are ``units = world_size * max(num_workers, 1)`` readers; reader ``u = rank *
-   max(num_workers, 1) + worker`` takes shards ``order[u::units]``. With fewer shards than readers,
-   every reader walks all shards in that order and keeps the samples whose position ``i`` in the
-   concatenated stream has ``i % units == u``. Either way the readers' samples are disjoint, and their
-   union over all ranks and workers is the whole manifest.
-3. **Samples.** Each reader shuffles its samples with a buffer of ``shuffle_buffer`` raw (undecoded)
+   epoch)``, the same on every rank. With each shard's samples in key order, this defines the epoch's
+   stream of ``total`` samples (positions ``0 .. total - 1``; ``total`` and the per-shard counts come from
+   ``sizes.json``, or from the tars' headers for a plain list of tars).
+2. **Split by sample position** (:func:`plan_epoch`). Rank ``r`` of ``world_size`` owns positions
+   ``[floor(r * total / world_size), floor((r + 1) * total / world_size))``: ranks differ by at most one
+   sample, whatever the shard count and sizes. The rank's ``steps_per_epoch`` batches are shared among its
+   ``max(num_workers, 1)`` workers as evenly as possible (batch counts differ by at most one), and worker
+   ``w`` owns the next ``batch_size x its batches`` positions of the rank's range, so it reads exactly the
+   samples of its batches: a contiguous run of neighbouring shards, the first and last possibly in part (the
+   part before its start is skipped by offset, not read). Positions of a rank's range past its
+   ``steps_per_epoch x batch_size`` are not used that epoch (fewer than one batch per rank with the default
+   ``steps_per_epoch``; the next epoch's shard order puts other samples there). Readers never share a sample.
+3. **Samples.** Each worker shuffles its samples with a buffer of ``shuffle_buffer`` raw (undecoded)
    samples seeded by ``(seed, epoch, rank, worker, pass)``, decodes the image with PIL (RGB) and the
    ``.txt`` caption (UTF-8), and applies ``transform`` with torch's CPU generator seeded from ``(seed,
    epoch, pass, shard name, key)`` and restored afterwards: the random crop of a sample does not depend
    on its position in the stream, on ``skip_batches`` or on the caller's RNG, and the caller's RNG
    state (CPU and CUDA) is left untouched. Transforms must draw their randomness from torch's CPU
    generator (torchvision's do).
-   Samples that fail (no image, no caption, undecodable bytes) are skipped and counted in
+   Samples that fail (undecodable bytes; keys without image or caption) are skipped and counted in
    :attr:`TrainLoader.stats`; a tar that cannot be read is counted and the rest of it skipped.
 4. **Exact length.** Every rank yields exactly ``steps_per_epoch`` full batches (default
-   ``floor(total / (batch_size * world_size))`` from ``sizes.json``), so DDP ranks never wait on each
-   other. A reader that runs out of samples starts another *pass* over its own subset (new shuffle, new
-   crops; counted in ``stats.extra_passes``); samples past its last batch are dropped. With shard-level
-   splitting ranks differ by up to one shard, so an epoch repeats or drops up to about one shard per rank.
-5. **Workers.** A rank's batches are shared among its workers in proportion to their readers' sample
-   counts (from ``sizes.json``; shard counts for a plain list of tars), and torch's DataLoader collects
-   them round robin, passing over workers that have finished. That order is computed up front, which
-   is what lets ``skip_batches`` resume at any batch with any number of workers.
+   ``floor(total / (batch_size * world_size))``), so DDP ranks never wait on each other. A worker whose
+   samples run short (corrupt samples, or an explicit ``steps_per_epoch`` asking for more samples than the
+   rank has) starts another *pass* over its own positions (new shuffle, new crops; counted in
+   ``stats.extra_passes``); only then do samples repeat within an epoch.
+5. **Workers.** torch's DataLoader collects the workers' batches round robin, passing over workers that
+   have finished. That order is computed up front, which is what lets ``skip_batches`` resume at any batch
+   with any number of workers.
 
-Deterministic: for the same shard list, ``seed``, ``epoch``, ``rank``, ``world_size``,
-``max(num_workers, 1)``, ``batch_size``, ``shuffle_buffer`` and transform, the batches (captions and
-pixels) are identical run after run; ``num_workers=0`` and ``1`` give the same stream, other worker
-counts give other (equally valid) orders. Another epoch gives another shard order, shuffle and crops.
+Deterministic: for the same shard contents (not their member order), ``seed``, ``epoch``, ``rank``,
+``world_size``, ``max(num_workers, 1)``, ``batch_size``, ``shuffle_buffer`` and transform, the batches
+(captions and pixels) are identical run after run; ``num_workers=0`` and ``1`` give the same stream, other
+worker counts give other (equally valid) orders. Another epoch gives another shard order, shuffle and crops.
 ``skip_batches=k`` yields exactly batches ``k, k+1, ...`` of that stream: the skipped samples are read and
 decoded (to know which are corrupt) but not transformed.
 """
@@ -41,6 +48,7 @@ import hashlib
 import io
 import itertools
 import random
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -50,9 +58,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.filters import shuffle
-from webdataset.tariterators import tarfile_samples
 
-from otterlib.data.cc3m import IMAGE_EXTENSIONS, ShardManifest, load_manifest
+from otterlib.data.cc3m import ShardManifest, load_manifest
+from otterlib.data.shards import IMAGE_EXTENSIONS, ShardReadError, index_tar, read_samples
 
 Transform = Callable[[Image.Image], torch.Tensor]
 Batch = tuple[torch.Tensor, list[str]]
@@ -66,71 +74,78 @@ class LoaderStats:
     samples: int = 0
     """Samples yielded in batches."""
     corrupt_samples: int = 0
-    """Samples skipped: no image member, no ``.txt``, or bytes PIL / UTF-8 cannot decode."""
+    """Samples skipped: bytes PIL / UTF-8 cannot decode, and keys without an image or a ``.txt``."""
     read_errors: int = 0
-    """Tar-level errors (missing, truncated or malformed tar); the rest of that tar is skipped. (A tar cut
-    exactly between two members reads as a shorter tar, without an error.)"""
+    """Tar-level errors (truncated or malformed tar); the rest of that tar is skipped."""
     extra_passes: int = 0
-    """Times a reader restarted its subset to fill ``steps_per_epoch`` batches (its samples then repeat)."""
+    """Times a worker restarted its positions to fill its batches (its samples then repeat)."""
 
     def add(self, counts: dict[str, int]) -> None:
         for f in fields(self):
             setattr(self, f.name, getattr(self, f.name) + counts.get(f.name, 0))
 
 
-def _resolve_shards(shards: str | Path | Sequence[str | Path]) -> tuple[list[str], ShardManifest | None]:
-    """A manifest (``sizes.json`` or its folder) or an explicit list of tars -> (tar paths, manifest)."""
+def _resolve_shards(shards: str | Path | Sequence[str | Path]) -> tuple[list[str], list[int], ShardManifest | None]:
+    """A manifest (``sizes.json`` or its folder) or an explicit list of tars -> (tar paths, samples per tar,
+    manifest). Without a manifest the samples are counted from the tars' headers."""
     if isinstance(shards, (str, Path)):
         manifest = load_manifest(shards)
-        return [str(p) for p in manifest.shard_paths], manifest
+        return [str(p) for p in manifest.shard_paths], list(manifest.shard_sizes), manifest
     paths = [Path(s) for s in shards]
     if not paths:
         raise ValueError("no shards given: pass a sizes.json manifest or a non-empty list of .tar paths")
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} shard(s) not found, e.g. {missing[0]}")
-    return [str(p) for p in paths], None
+    return [str(p) for p in paths], [len(index_tar(p)) for p in paths], None
+
+
+class IncompleteDownloadError(RuntimeError):
+    """The training shards' ``sizes.json`` says the download did not process every input row."""
+
+
+def require_complete(manifest: str | Path | ShardManifest, allow_partial: bool) -> ShardManifest:
+    """The manifest, if its download processed every input row; otherwise raise
+    :class:`IncompleteDownloadError` saying what is missing and how to resume, or, with ``allow_partial``
+    (``data.allow_partial``), warn and return it."""
+    if not isinstance(manifest, ShardManifest):
+        manifest = load_manifest(manifest)
+    message = manifest.incompleteness()
+    if message is not None:
+        if not allow_partial:
+            raise IncompleteDownloadError(f"{manifest.path}: {message}")
+        warnings.warn(f"{manifest.path}: training on a partial download (data.allow_partial). {message}",
+                      stacklevel=2)
+    return manifest
 
 
 def steps_per_epoch_from_manifest(manifest: str | Path | ShardManifest, batch_size: int, world_size: int = 1) -> int:
     """``floor(total / (batch_size * world_size))``: full global batches per epoch (drop_last)."""
-    if batch_size < 1 or world_size < 1:
-        raise ValueError(f"batch_size and world_size must be >= 1, got {batch_size}, {world_size}")
     if not isinstance(manifest, ShardManifest):
         manifest = load_manifest(manifest)
-    steps = manifest.total // (batch_size * world_size)
+    return _full_batches(manifest.total, batch_size, world_size, str(manifest.path))
+
+
+def _full_batches(total: int, batch_size: int, world_size: int, where: str) -> int:
+    if batch_size < 1 or world_size < 1:
+        raise ValueError(f"batch_size and world_size must be >= 1, got {batch_size}, {world_size}")
+    steps = total // (batch_size * world_size)
     if steps < 1:
-        raise ValueError(f"{manifest.path}: {manifest.total} samples are fewer than one global batch of "
-                         f"{batch_size} x {world_size} ranks; lower the batch size")
+        raise ValueError(f"{where}: {total} samples are fewer than one global batch of {batch_size} x "
+                         f"{world_size} ranks; lower the batch size")
     return steps
 
 
 def _decode(sample: dict[str, Any]) -> tuple[Image.Image, str] | None:
     """Raw webdataset sample -> (RGB image, caption), or None when it cannot be used."""
-    data = next((sample[e] for e in IMAGE_EXTENSIONS if e in sample), None)
-    text = sample.get("txt")
-    if data is None or text is None:
-        return None
+    data = next(sample[e] for e in IMAGE_EXTENSIONS if e in sample)
     try:
         with Image.open(io.BytesIO(data)) as im:
             image = im.convert("RGB")
-        caption = text.decode("utf-8")
+        caption = sample["txt"].decode("utf-8")
     except Exception:  # noqa: BLE001 - any failure of PIL or UTF-8 on downloaded bytes means a corrupt sample
         return None
     return image, caption
-
-
-def _raw_samples(shards: Sequence[str], stride: int, offset: int, counts: dict[str, int]) -> Iterator[dict[str, Any]]:
-    """Undecoded samples of ``shards`` in order, keeping positions ``i`` with ``i % stride == offset``."""
-
-    def on_error(_: Exception) -> bool:
-        counts["read_errors"] += 1
-        return True
-
-    stream = tarfile_samples(iter([{"url": s} for s in shards]), handler=on_error)
-    for i, sample in enumerate(stream):
-        if i % stride == offset:
-            yield sample
 
 
 def _sample_seed(*parts: object) -> int:
@@ -149,40 +164,66 @@ def _seeded(transform: Transform, image: Image.Image, seed: int) -> torch.Tensor
         generator.set_state(state)
 
 
+# --------------------------------------------------------------------------------------------------
+# The epoch plan
+
+
 @dataclass(frozen=True)
-class _Reader:
-    """What one logical worker of a rank reads: ``shards`` in order, keeping stream positions
-    ``i % stride == offset``; ``weight`` is its expected sample count (shard count without a manifest)."""
+class ReaderPlan:
+    """What one worker of one rank reads in an epoch: ``slices`` ``(shard, start, stop)`` = samples
+    ``start .. stop - 1`` (key order) of the ``shard``-th shard of the epoch's order, and ``batches``, its
+    share of the rank's batches."""
 
-    shards: tuple[str, ...]
-    stride: int
-    offset: int
-    weight: int
+    slices: tuple[tuple[int, int, int], ...]
+    batches: int
 
-
-def _plan_readers(order: list[str], sizes: dict[str, int] | None, rank: int, world_size: int,
-                  n_workers: int) -> list[_Reader]:
-    units = world_size * n_workers
-    readers = []
-    for worker in range(n_workers):
-        unit = rank * n_workers + worker
-        if len(order) >= units:
-            shards = tuple(order[unit::units])
-            readers.append(_Reader(shards, 1, 0, sum(sizes[s] for s in shards) if sizes else len(shards)))
-        else:
-            total = sum(sizes.values()) if sizes else units
-            readers.append(_Reader(tuple(order), units, unit, len(range(unit, total, units))))
-    return readers
+    @property
+    def n_samples(self) -> int:
+        return sum(stop - start for _, start, stop in self.slices)
 
 
-def _quotas(steps: int, weights: list[int]) -> list[int]:
-    """Split ``steps`` batches in proportion to ``weights`` (largest remainder, ties to the lower index)."""
-    total = sum(weights)
-    floors = [steps * w // total for w in weights]
-    by_remainder = sorted(range(len(weights)), key=lambda i: (-(steps * weights[i] % total), i))
-    for i in by_remainder[: steps - sum(floors)]:
-        floors[i] += 1
-    return floors
+def _slices(sizes: Sequence[int], offsets: Sequence[int], start: int, stop: int) -> tuple[tuple[int, int, int], ...]:
+    """Stream positions ``[start, stop)`` as per-shard ``(shard, first, end)`` slices (``offsets`` = cumsum)."""
+    out = []
+    for shard, (first, size) in enumerate(zip(offsets, sizes)):
+        lo, hi = max(start, first), min(stop, first + size)
+        if lo < hi:
+            out.append((shard, lo - first, hi - first))
+    return tuple(out)
+
+
+def plan_epoch(shard_sizes: Sequence[int], *, world_size: int, n_workers: int, batch_size: int,
+               steps: int) -> list[list[ReaderPlan]]:
+    """Who reads what in one epoch: ``plan[rank][worker]`` (module docstring, step 2).
+
+    Args:
+        shard_sizes: samples per shard, in the epoch's shard order.
+        world_size, n_workers: ranks, and workers per rank (``max(num_workers, 1)``).
+        batch_size: per-rank batch; ``steps``: batches per rank.
+
+    Rank ranges are ``floor(r * total / world_size)`` boundaries; worker ``w``'s range ends at
+    ``min(batch_size * b_w, floor(N_r * b_w / steps))`` past the rank's start, where ``b_w`` counts the batches
+    of workers ``0..w`` and ``N_r`` the rank's samples: exactly its batches' samples when the rank has enough,
+    otherwise a share of the rank's range in proportion to its batches (it then makes extra passes).
+    """
+    if steps < 1 or batch_size < 1 or world_size < 1 or n_workers < 1:
+        raise ValueError(f"steps, batch_size, world_size and n_workers must be >= 1, got {steps}, {batch_size}, "
+                         f"{world_size}, {n_workers}")
+    offsets = list(itertools.accumulate(shard_sizes, initial=0))
+    total = offsets.pop()
+    batches = [steps // n_workers + (w < steps % n_workers) for w in range(n_workers)]
+    ends = list(itertools.accumulate(batches, initial=0))
+    plan = []
+    for rank in range(world_size):
+        first, last = rank * total // world_size, (rank + 1) * total // world_size
+        bounds = [first + min(batch_size * b, (last - first) * b // steps) for b in ends]
+        workers = [ReaderPlan(_slices(shard_sizes, offsets, lo, hi), n) for lo, hi, n in zip(bounds, bounds[1:], batches)]
+        for worker, reader in enumerate(workers):
+            if reader.batches and not reader.n_samples:
+                raise ValueError(f"rank {rank} worker {worker} gets no samples: {total} samples for {world_size} "
+                                 f"ranks x {n_workers} workers and {steps} batches; use fewer ranks or workers")
+        plan.append(workers)
+    return plan
 
 
 def _owners(quotas: list[int]) -> list[int]:
@@ -197,23 +238,38 @@ def _owners(quotas: list[int]) -> list[int]:
     return owners
 
 
-class _TrainStream(IterableDataset):
-    """One rank's batches, made by ``n_workers`` logical workers (module docstring)."""
+# --------------------------------------------------------------------------------------------------
+# Reading
 
-    def __init__(self, shard_order: list[str], sizes: dict[str, int] | None, transform: Transform, *,
-                 batch_size: int, steps: int, skip: int, seed: int, epoch: int, rank: int, world_size: int,
-                 n_workers: int, shuffle_buffer: int) -> None:
+
+def _read_slices(shards: Sequence[str], slices: Sequence[tuple[int, int, int | None]],
+                 counts: dict[str, int]) -> Iterator[dict[str, Any]]:
+    """Raw samples of the given shard slices ``(shard, start, stop)`` in key order (``stop`` None: to the end). Keys without an image or caption are counted as
+    corrupt by the slice that starts the shard; a tar that cannot be read counts one read error and the rest
+    of it is skipped."""
+    for shard, start, stop in slices:
+        try:
+            index = index_tar(shards[shard])
+            if start == 0:
+                counts["corrupt_samples"] += index.n_no_image + index.n_no_text
+            counts["read_errors"] += index.error is not None
+            yield from read_samples(index, start, stop)
+        except ShardReadError:
+            counts["read_errors"] += 1
+
+
+class _TrainStream(IterableDataset):
+    """One rank's batches, made by its workers (module docstring)."""
+
+    def __init__(self, shard_order: list[str], readers: list[ReaderPlan], transform: Transform, *,
+                 batch_size: int, skip: int, seed: int, epoch: int, rank: int, shuffle_buffer: int) -> None:
         super().__init__()
-        self.transform = transform
-        self.batch_size, self.steps, self.skip = batch_size, steps, skip
+        self.shards, self.readers, self.transform = shard_order, readers, transform
+        self.batch_size, self.skip = batch_size, skip
         self.seed, self.epoch, self.rank = seed, epoch, rank
-        self.n_workers, self.shuffle_buffer = n_workers, shuffle_buffer
-        self.readers = _plan_readers(shard_order, sizes, rank, world_size, n_workers)
-        weights = [r.weight for r in self.readers]
-        if sum(weights) == 0:
-            raise ValueError(f"rank {rank} gets no samples: {sum(sizes.values()) if sizes else 0} samples for "
-                             f"{world_size} ranks x {n_workers} workers; use fewer ranks or workers")
-        self.quotas = _quotas(steps, weights)
+        self.shuffle_buffer = shuffle_buffer
+        self.quotas = [r.batches for r in readers]
+        self.steps = sum(self.quotas)
         self.owners = _owners(self.quotas)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, list[str], dict[str, int]]]:
@@ -221,7 +277,7 @@ class _TrainStream(IterableDataset):
         slot = 0 if info is None else info.id
         # DataLoader polls slot 0 first; map slots so that slot 0 is the worker owning batch `skip`.
         first = self.owners[self.skip] if self.skip < self.steps else 0
-        return self.worker_batches((first + slot) % self.n_workers)
+        return self.worker_batches((first + slot) % len(self.readers))
 
     def worker_batches(self, worker: int) -> Iterator[tuple[torch.Tensor, list[str], dict[str, int]]]:
         n_batches = self.quotas[worker]
@@ -238,7 +294,7 @@ class _TrainStream(IterableDataset):
         for pass_idx in itertools.count():
             totals["extra_passes"] += pass_idx > 0
             rng = random.Random(f"otterlib-samples:{self.seed}:{self.epoch}:{self.rank}:{worker}:{pass_idx}")
-            raw = _raw_samples(reader.shards, reader.stride, reader.offset, totals)
+            raw = _read_slices(self.shards, reader.slices, totals)
             if self.shuffle_buffer > 1:
                 raw = shuffle(bufsize=self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng)(raw)
             good = 0
@@ -266,7 +322,8 @@ class _TrainStream(IterableDataset):
                     return
             if good == 0:
                 raise RuntimeError(f"rank {self.rank} worker {worker}: no readable sample in its "
-                                   f"{len(reader.shards)} shard(s) (e.g. {reader.shards[0]}); check the data")
+                                   f"{len(reader.slices)} shard slice(s) (e.g. "
+                                   f"{self.shards[reader.slices[0][0]]}); check the data")
 
 
 class TrainLoader:
@@ -305,34 +362,33 @@ def build_train_loader(shards: str | Path | Sequence[str | Path], *, batch_size:
                        skip_batches: int = 0) -> TrainLoader:
     """The training stream of one rank for one epoch (see the module docstring for what is deterministic).
 
-    ``shards``: a ``sizes.json`` manifest (or its folder), or a list of tars (then ``steps_per_epoch``
-    is required). ``batch_size`` is per rank. ``skip_batches`` resumes mid-epoch: the loader then
-    yields batches ``skip_batches .. steps_per_epoch - 1``.
+    ``shards``: a ``sizes.json`` manifest (or its folder), or a list of tars (their samples are then counted
+    from the tar headers). ``batch_size`` is per rank. ``steps_per_epoch`` defaults to
+    ``floor(total / (batch_size * world_size))``. ``skip_batches`` resumes mid-epoch: the loader then yields
+    batches ``skip_batches .. steps_per_epoch - 1``.
     """
-    paths, manifest = _resolve_shards(shards)
+    paths, sizes, manifest = _resolve_shards(shards)
     if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"need batch_size >= 1 and 0 <= rank < world_size, got {batch_size}, {rank}, {world_size}")
     if num_workers < 0 or shuffle_buffer < 0 or epoch < 0:
         raise ValueError(f"num_workers, shuffle_buffer and epoch must be >= 0, got {num_workers}, {shuffle_buffer}, "
                          f"{epoch}")
     if steps_per_epoch is None:
-        if manifest is None:
-            raise ValueError("steps_per_epoch is needed with a list of tars; pass it or pass the sizes.json manifest")
-        steps_per_epoch = steps_per_epoch_from_manifest(manifest, batch_size, world_size)
+        steps_per_epoch = _full_batches(sum(sizes), batch_size, world_size, str(manifest.path if manifest else paths))
     if steps_per_epoch < 1 or not 0 <= skip_batches <= steps_per_epoch:
         raise ValueError(f"need steps_per_epoch >= 1 and 0 <= skip_batches <= steps_per_epoch, got "
                          f"{steps_per_epoch}, {skip_batches}")
-    order = list(paths)
+    order = list(range(len(paths)))
     random.Random(f"otterlib-shards:{seed}:{epoch}").shuffle(order)
-    sizes = dict(zip(paths, manifest.shard_sizes)) if manifest is not None else None
-    stream = _TrainStream(order, sizes, transform, batch_size=batch_size, steps=steps_per_epoch, skip=skip_batches,
-                          seed=seed, epoch=epoch, rank=rank, world_size=world_size, n_workers=max(num_workers, 1),
-                          shuffle_buffer=shuffle_buffer)
+    plan = plan_epoch([sizes[i] for i in order], world_size=world_size, n_workers=max(num_workers, 1),
+                      batch_size=batch_size, steps=steps_per_epoch)
+    stream = _TrainStream([paths[i] for i in order], plan[rank], transform, batch_size=batch_size,
+                          skip=skip_batches, seed=seed, epoch=epoch, rank=rank, shuffle_buffer=shuffle_buffer)
     return TrainLoader(stream, num_workers, manifest)
 
 
 class EvalPairsLoader:
-    """Iterable of ``(images (b, 3, H, W), captions)`` over every sample in shard order and tar order;
+    """Iterable of ``(images (b, 3, H, W), captions)`` over every sample in shard order and key order;
     all batches have ``batch_size`` samples except possibly the last. Corrupt samples are skipped and
     counted in :attr:`stats`."""
 
@@ -343,13 +399,13 @@ class EvalPairsLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         self.stats = LoaderStats()
-        counts = {"read_errors": 0}
+        counts = {"corrupt_samples": 0, "read_errors": 0}
         images: list[torch.Tensor] = []
         captions: list[str] = []
-        for sample in _raw_samples(self.shards, 1, 0, counts):
+        for sample in _read_slices(self.shards, [(i, 0, None) for i in range(len(self.shards))], counts):
             decoded = _decode(sample)
             if decoded is None:
-                self.stats.corrupt_samples += 1
+                counts["corrupt_samples"] += 1
                 continue
             images.append(self.transform(decoded[0]))
             captions.append(decoded[1])
@@ -358,19 +414,19 @@ class EvalPairsLoader:
                 images, captions = [], []
         if captions:
             yield self._emit(images, captions, counts)
-        self.stats.read_errors = counts["read_errors"]
+        self.stats.corrupt_samples, self.stats.read_errors = counts["corrupt_samples"], counts["read_errors"]
 
     def _emit(self, images: list[torch.Tensor], captions: list[str], counts: dict[str, int]) -> Batch:
         self.stats.batches += 1
         self.stats.samples += len(captions)
-        self.stats.read_errors = counts["read_errors"]
+        self.stats.corrupt_samples, self.stats.read_errors = counts["corrupt_samples"], counts["read_errors"]
         return torch.stack(images), captions
 
 
 def build_eval_pairs_loader(shards: str | Path | Sequence[str | Path], batch_size: int,
                             transform: Transform) -> EvalPairsLoader:
     """All image-caption pairs of held-out shards (e.g. CC3M validation), in a fixed order, no shuffle."""
-    paths, manifest = _resolve_shards(shards)
+    paths, _, manifest = _resolve_shards(shards)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     return EvalPairsLoader(paths, batch_size, transform, manifest)

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 
 
-class _QuietHandler(SimpleHTTPRequestHandler):
+class QuietHandler(SimpleHTTPRequestHandler):
     """Serves files like ``python -m http.server`` without writing a log line per request."""
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (signature of the base class)
@@ -37,8 +37,12 @@ class LoopbackImageServer:
     """Serve the files under ``root`` over HTTP at :attr:`url` until :meth:`stop`.
 
     A missing file answers ``404``; any file is served with a type guessed from its extension, so a
-    text file named ``x.jpg`` reaches the client as (undecodable) image bytes.
+    text file named ``x.jpg`` reaches the client as (undecodable) image bytes. Subclasses may set
+    :attr:`handler_class` (a :class:`QuietHandler` subclass) to change how requests are answered (tests
+    delay some, to make img2dataset's threads finish in another order).
     """
+
+    handler_class: type[QuietHandler] = QuietHandler
 
     def __init__(self, root: str | Path, host: str = "127.0.0.1") -> None:
         self.root = Path(root).resolve()
@@ -61,7 +65,7 @@ class LoopbackImageServer:
         """Bind a free port and serve in a daemon thread; returns ``self``."""
         if self._server is not None:
             raise RuntimeError(f"already serving {self.root} at {self.url}")
-        handler = functools.partial(_QuietHandler, directory=str(self.root))
+        handler = functools.partial(self.handler_class, directory=str(self.root))
         self._server = ThreadingHTTPServer((self.host, 0), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name=f"loopback:{self.root.name}",

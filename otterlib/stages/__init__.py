@@ -5,7 +5,7 @@ says, and returns plain data (dicts, dataclasses, DataFrames) for the notebook t
 per stage: :mod:`.setup` (00), :mod:`.training_data` (01), :mod:`.eval_sets` (02), :mod:`.training` (03),
 :mod:`.evaluation` (04), :mod:`.results` (05).
 """
-from otterlib.stages.eval_sets import load_eval_set, prepare_eval_sets
+from otterlib.stages.eval_sets import goi_label_checks, load_eval_set, prepare_eval_sets, summarize_eval_set
 from otterlib.stages.evaluation import evaluate_run
 from otterlib.stages.results import (bootstrap_table, build_results, noisy_matching_analysis, otter_matching,
                                      trained_settings)
@@ -13,6 +13,6 @@ from otterlib.stages.setup import setup
 from otterlib.stages.training import read_log, train_run
 from otterlib.stages.training_data import prepare_training_data
 
-__all__ = ["setup", "prepare_training_data", "prepare_eval_sets", "load_eval_set", "train_run", "read_log",
-           "evaluate_run", "build_results", "bootstrap_table", "otter_matching", "noisy_matching_analysis",
-           "trained_settings"]
+__all__ = ["setup", "prepare_training_data", "prepare_eval_sets", "load_eval_set", "summarize_eval_set",
+           "goi_label_checks", "train_run", "read_log", "evaluate_run", "build_results", "bootstrap_table",
+           "otter_matching", "noisy_matching_analysis", "trained_settings"]

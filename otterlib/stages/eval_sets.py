@@ -3,11 +3,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from otterlib import layout
-from otterlib.config import EvalSetConfig, Profile
+from otterlib.config import EvalConfig, EvalSetConfig, Profile
+
+if TYPE_CHECKING:
+    from otterlib.data.evalsets import MultiLabelEvalSet
+    from otterlib.data.goi_labels import GoiLabelCheck
 
 
 def prepare_eval_sets(profile: Profile, force: bool = False) -> pd.DataFrame:
@@ -25,7 +30,7 @@ def prepare_eval_sets(profile: Profile, force: bool = False) -> pd.DataFrame:
             _fetch_eval_metadata(set_cfg)
         if set_cfg.download_images:
             _download_goi_images(set_cfg)
-        summary = load_eval_set(set_cfg, mode="paper").summary()
+        summary = summarize_eval_set(set_cfg, profile.eval)
         marker.write_text(json.dumps(summary, indent=2))
         rows.append(summary)
     return pd.DataFrame(rows).set_index("name")
@@ -45,7 +50,7 @@ def _write_synthetic_eval_set(profile: Profile, set_cfg: EvalSetConfig) -> None:
 
 
 EVAL_METADATA: dict[str, tuple[str, ...]] = {
-    "goi": ("goi_class_descriptions_v6", "goi_test_image_labels_v6", "otter_goi_classes"),
+    "goi": ("goi_class_descriptions_v6", "goi_test_image_labels_v6", "otter_goi_classes", "otter_goi_images"),
     "in10k": ("tencent_dictionary", "tencent_val_list"),
 }
 """Manifest entries (``data/manifests/eval_metadata.json``) each eval set needs."""
@@ -74,25 +79,76 @@ def _download_goi_images(set_cfg: EvalSetConfig) -> dict[str, int]:
     return counts
 
 
-def load_eval_set(set_cfg: EvalSetConfig, mode: str = "paper"):
+GOI_CLASS_LIST = "goi_classes.txt"
+"""The paper's GOI class list (19,994 display names; the line number is the class id)."""
+GOI_OFFICIAL_LABELS = "goi_images.txt"
+"""The paper's GOI per-image labels (image file, then ids into ``goi_classes.txt``)."""
+GOI_DESCRIPTIONS = ("oidv6-class-descriptions.csv", "class-descriptions.csv")
+GOI_IMAGE_LABELS = ("test-annotations-human-imagelabels.csv", "oidv6-test-annotations-human-imagelabels.csv")
+
+
+def summarize_eval_set(set_cfg: EvalSetConfig, eval_cfg: EvalConfig) -> dict[str, Any]:
+    """The ``prepared.json`` row of an eval set: counts (:meth:`MultiLabelEvalSet.summary`), notes, where the
+    labels come from and, for GOI, the images' OriginalMD5 check (:func:`image_integrity`), how many labels the
+    repeated-name rule decided and the cross-check of both rules' rebuilds against ``goi_images.txt``
+    (``label_crosscheck``, one row per rule; empty without the file).
+    Each rule's differing images are written to ``goi_label_differences_<rule>.csv`` in the metadata folder."""
+    eval_set = load_eval_set(set_cfg, "paper", eval_cfg)
+    summary = eval_set.summary() | {"label_source": eval_set.info.get("label_source", "official files")}
+    if set_cfg.name == "goi":
+        summary |= image_integrity(set_cfg, eval_set)
+        checks = goi_label_checks(set_cfg)
+        for check in checks:
+            check.differences.to_csv(layout.eval_set_dir(set_cfg) / f"goi_label_differences_{check.rule}.csv",
+                                     index=False)
+        # the same count under both rules: positives whose display name several ids carry (unknown without CSVs)
+        summary["n_repeated_name_labels"] = eval_set.info.get(
+            "n_repeated_name_labels", checks[0].n_repeated_name_labels if checks else None)
+        summary["label_crosscheck"] = [c.summary() for c in checks]
+    return summary
+
+
+def image_integrity(set_cfg: EvalSetConfig, eval_set: MultiLabelEvalSet) -> dict[str, int]:
+    """How many of the set's images passed or failed the OriginalMD5 check of the GOI download, and how many
+    on disk were never checked (:func:`otterlib.data.goi_images.integrity_counts`)."""
+    from otterlib.data.goi_images import integrity_counts
+
+    return integrity_counts(layout.eval_images_dir(set_cfg), dict(zip(eval_set.image_ids, eval_set.image_paths)))
+
+
+def goi_label_checks(set_cfg: EvalSetConfig) -> list[GoiLabelCheck]:
+    """Each repeated-name rule's rebuild compared with ``goi_images.txt``; empty unless both can be read."""
+    from otterlib.data.evalsets import REPEATED_NAME_RULES, load_goi_otter_format
+    from otterlib.data.goi_labels import compare_goi_labels
+
+    d = layout.eval_set_dir(set_cfg)
+    if not ((d / GOI_OFFICIAL_LABELS).is_file() and _has_any(d, GOI_DESCRIPTIONS) and _has_any(d, GOI_IMAGE_LABELS)):
+        return []
+    official = load_goi_otter_format(d / GOI_CLASS_LIST, d / GOI_OFFICIAL_LABELS, layout.eval_images_dir(set_cfg))
+    return [compare_goi_labels(_rebuild_goi(set_cfg, rule), official) for rule in REPEATED_NAME_RULES]
+
+
+def load_eval_set(set_cfg: EvalSetConfig, mode: str = "paper", eval_cfg: EvalConfig | None = None):
     """Parse an eval set from its metadata folder (official file names) -> ``MultiLabelEvalSet``.
 
-    ``mode='clean'`` deduplicates names and keeps leaf labels only (see ``evalsets.clean_variant``).
+    GOI labels come from the paper's ``goi_images.txt`` when it is there; otherwise they are rebuilt from the
+    Open Images CSVs under ``eval_cfg.goi_repeated_names`` (``info['label_source']`` says which).
+    ``mode='clean'`` deduplicates names and keeps leaf labels only (see ``evalsets.clean_variant``). ``eval_cfg``
+    (default: :class:`EvalConfig` defaults) gives the protocol options (``bug_compatible``, ``goi_repeated_names``).
     """
     from otterlib.data import evalsets
 
+    eval_cfg = eval_cfg or EvalConfig()
     d = layout.eval_set_dir(set_cfg)
     images = layout.eval_images_dir(set_cfg)
-    if set_cfg.name == "goi":
-        descriptions = _first_existing(d, ("oidv6-class-descriptions.csv", "class-descriptions.csv"))
-        labels = _first_existing(d, ("test-annotations-human-imagelabels.csv",
-                                     "oidv6-test-annotations-human-imagelabels.csv"))
-        paper_classes = d / "goi_classes.txt"  # the paper's 19,994-name candidate list and class ids, when present
-        eval_set = evalsets.load_goi(descriptions, labels, images,
-                                     class_list=paper_classes if paper_classes.is_file() else None)
+    if set_cfg.name == "goi" and (d / GOI_OFFICIAL_LABELS).is_file():
+        eval_set = evalsets.load_goi_otter_format(d / GOI_CLASS_LIST, d / GOI_OFFICIAL_LABELS, images)
+    elif set_cfg.name == "goi":
+        eval_set = _rebuild_goi(set_cfg, eval_cfg.goi_repeated_names)
     elif set_cfg.name == "in10k":
         eval_set = evalsets.load_tencent_in10k(d / "dictionary_and_semantic_hierarchy.txt",
-                                               d / "val_image_id_from_imagenet.txt", images)
+                                               d / "val_image_id_from_imagenet.txt", images,
+                                               bug_compatible=eval_cfg.bug_compatible)
     else:
         raise ValueError(f"unknown eval set {set_cfg.name!r}; known: goi, in10k")
     if mode == "clean":
@@ -100,6 +156,22 @@ def load_eval_set(set_cfg: EvalSetConfig, mode: str = "paper"):
     if mode != "paper":
         raise ValueError(f"eval mode must be 'paper' or 'clean', got {mode!r}")
     return eval_set
+
+
+def _rebuild_goi(set_cfg: EvalSetConfig, repeated_names: str):
+    """GOI labels rebuilt from the Open Images CSVs onto ``goi_classes.txt`` (the description file's names
+    when it is absent) with the given repeated-name rule."""
+    from otterlib.data.evalsets import load_goi
+
+    d = layout.eval_set_dir(set_cfg)
+    paper_classes = d / GOI_CLASS_LIST
+    return load_goi(_first_existing(d, GOI_DESCRIPTIONS), _first_existing(d, GOI_IMAGE_LABELS),
+                    layout.eval_images_dir(set_cfg), class_list=paper_classes if paper_classes.is_file() else None,
+                    repeated_names=repeated_names)
+
+
+def _has_any(folder: Path, names: tuple[str, ...]) -> bool:
+    return any((folder / n).is_file() for n in names)
 
 
 def _first_existing(folder: Path, names: tuple[str, ...]) -> Path:

@@ -5,12 +5,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from otterlib import layout
 from otterlib.config import Profile, resolve_run
 from otterlib.env import git_sha, resolve_device
-from otterlib.stages.eval_sets import load_eval_set
+from otterlib.stages.eval_sets import image_integrity, load_eval_set
 
 
 def evaluate_run(profile: Profile, setting: str | None = None, method: str | None = None,
@@ -18,9 +16,12 @@ def evaluate_run(profile: Profile, setting: str | None = None, method: str | Non
                  ) -> list[dict[str, Any]]:
     """Zero-shot FH@k / mAP of a trained run's best checkpoint (or of a reference model) on every eval set.
 
-    A trained run is (``setting``, ``method``, ``seed``; None: the setting's first seed).
-    Writes ``eval.jsonl`` (one row per eval set, with provenance) and ``hits_<set>.npz`` in the run folder.
+    A trained run is (``setting``, ``method``, ``seed``; None: the setting's first seed). Writes ``eval.jsonl``
+    (one row per eval set, with provenance; ``n_images_missing`` counts the listed images not on disk, of which
+    ``n_images_md5_rejected`` were downloaded but failed the OriginalMD5 check) and ``hits_<set>[_<mode>].npz``
+    (image ids and per-image hits, :func:`otterlib.report.save_hits`) in the run folder.
     """
+    from otterlib import report
     from otterlib.checkpoint import BEST, checkpoint_dir, load_student_weights
     from otterlib.data.transforms import eval_transform
     from otterlib.evaluate import evaluate_zero_shot, write_eval_rows
@@ -52,16 +53,20 @@ def evaluate_run(profile: Profile, setting: str | None = None, method: str | Non
     rows = []
     sha = git_sha()
     for set_cfg in profile.eval.sets:
-        eval_set = load_eval_set(set_cfg).with_existing_images()
+        listed = load_eval_set(set_cfg, eval_cfg=profile.eval)
+        eval_set = listed.with_existing_images()
         t0 = time.time()
         result = evaluate_zero_shot(model, eval_set, transform, templates=get_templates(profile.eval.templates),
                                     ks=tuple(profile.eval.ks), batch_size=profile.eval.batch_size,
                                     num_workers=profile.eval.num_workers, device=device,
                                     chunk_size=profile.eval.chunk_size, mode=mode)
-        np.savez_compressed(layout.hits_path(out_dir, set_cfg.name, mode),
-                            **{f"k{k}": np.asarray(v, dtype=bool) for k, v in result.hits.items()})
+        report.save_hits(layout.hits_path(out_dir, set_cfg.name, mode), result.image_ids, result.hits)
         rows.append(result.to_row(**provenance, profile=profile.name, templates=profile.eval.templates,
-                                  n_images_missing=eval_set.info.get("n_dropped_missing", 0), git=sha,
+                                  n_images_missing=eval_set.info.get("n_dropped_missing", 0),
+                                  n_images_md5_rejected=image_integrity(set_cfg, listed)["n_images_md5_rejected"],
+                                  git=sha,
+                                  bug_compatible=profile.eval.bug_compatible,
+                                  label_source=eval_set.info.get("label_source", "official files"),
                                   eval_seconds=round(time.time() - t0, 2),
                                   created=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
     write_eval_rows(layout.eval_rows_path(out_dir, mode), rows)

@@ -37,22 +37,24 @@ def trained_settings(profile: Profile, method: str) -> list[str]:
 
 def bootstrap_table(profile: Profile, k: int = 1, n_boot: int = 1000) -> pd.DataFrame:
     """FH@k with a 95% percentile-bootstrap interval per (setting, method, eval set) of each setting's first
-    seed, and the paired-bootstrap p-value that OTTER is not better than that method on the same images."""
+    seed, and the paired-bootstrap p-value that OTTER is not better than that method on the same images (paired
+    by image id; hits of different image sets raise ValueError)."""
     from otterlib import report
 
-    hits: dict[tuple[str, str, str], np.ndarray] = {}
+    hits: dict[tuple[str, str, str], report.HitVectors] = {}
     for s in profile.settings:
         for m in profile.methods:
             for set_cfg in profile.eval.sets:
                 run_dir = profile.run_dir(s.name, m, profile.seeds_of(s.name)[0])
                 path = layout.hits_path(run_dir, set_cfg.name, profile.eval.mode)
                 if path.is_file():
-                    hits[(s.name, m, set_cfg.name)] = np.load(path)[f"k{k}"]
+                    hits[(s.name, m, set_cfg.name)] = report.load_hits(path)
     rows = []
-    for (setting, method, eval_set), h in hits.items():
+    for (setting, method, eval_set), vectors in hits.items():
+        h = vectors.at(k)
         lo, hi = report.bootstrap_ci(h, n_boot=n_boot)
         otter = hits.get((setting, "otter", eval_set))
-        p = (report.paired_bootstrap_pvalue(otter, h, n_boot=n_boot)
+        p = (report.paired_bootstrap_pvalue(*report.pair_hits(otter, vectors, k), n_boot=n_boot)
              if otter is not None and method != "otter" else float("nan"))
         rows.append({"setting": setting, "method": method, "eval_set": eval_set, f"fh@{k} %": 100 * h.mean(),
                      "ci95_low %": 100 * lo, "ci95_high %": 100 * hi, "p(OTTER not better)": p})

@@ -40,10 +40,12 @@ def prepare_training_data(profile: Profile, force: bool = False) -> dict[str, An
         with LoopbackImageServer(made["www"]) as server:
             for split, tsv_name in (("train", "Train_GCC-training.tsv"), ("val", "Validation_GCC-1.1.0-Validation.tsv")):
                 out = layout.shard_dir(data, split)
-                if layout.manifest_path(data, split).is_file():  # complete: reuse (force removed it above)
+                manifest = layout.manifest_path(data, split)
+                if manifest.is_file() and cc3m.load_manifest(manifest).complete:  # reuse (force removed it above)
                     summaries[split] = cc3m.read_download_stats(out)
                     continue
-                # An unfinished download's TSV named the previous server's port: the URLs changed, start over.
+                # An unfinished or incomplete download's TSV named the previous server's port: the URLs changed,
+                # start over.
                 shutil.rmtree(out, ignore_errors=True)
                 tsv = root / tsv_name
                 write_cc3m_tsv(made[split], server.url, split, tsv, seed=data.synthetic.seed)
