@@ -82,18 +82,18 @@ def test_clean_mode_with_a_missing_in10k_image(profile: Profile) -> None:
     rows = {r["dataset"]: r for r in stages.evaluate_run(profile, "tiny", "otter", mode="clean")}
     assert rows["in10k"]["n_images"] == len(TENCENT_IMAGES) - 1 and rows["in10k"]["n_images_missing"] == 1
     assert rows["in10k"]["mode"] == "clean" and rows["goi"]["n_images_missing"] == 0
-    assert layout.eval_rows_path(profile.run_dir("tiny", "otter"), "clean").is_file()
+    assert layout.eval_rows_path(profile.run_dir("tiny", "otter", 0), "clean").is_file()
 
 
 def test_hit_files_hold_image_ids_and_bootstrap_pairs_by_them(profile: Profile) -> None:
     from otterlib import report
 
     infonce = resolve_run(profile, "tiny", "infonce")
-    otter_ckpt = ckpt_io.checkpoint_dir(profile.run_dir("tiny", "otter")) / ckpt_io.BEST
+    otter_ckpt = ckpt_io.checkpoint_dir(profile.run_dir("tiny", "otter", 0)) / ckpt_io.BEST
     ckpt_io.save_atomic(ckpt_io.load(otter_ckpt), ckpt_io.checkpoint_dir(Path(infonce.run_dir)) / ckpt_io.BEST)
     for method in ("otter", "infonce"):
         stages.evaluate_run(profile, "tiny", method)
-    hits = report.load_hits(layout.hits_path(profile.run_dir("tiny", "otter"), "goi"))
+    hits = report.load_hits(layout.hits_path(profile.run_dir("tiny", "otter", 0), "goi"))
     assert hits.image_ids.tolist() == list(GOI_POSITIVES) and set(hits.ks) == set(profile.eval.ks)
     table = stages.bootstrap_table(profile, k=1, n_boot=50)
     assert set(table["method"]) == {"otter", "infonce"} and table["p(OTTER not better)"].notna().sum() == 2
