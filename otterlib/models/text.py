@@ -158,6 +158,10 @@ RANDOM_BERTS: dict[str, tuple[int, int, int, int]] = {"tiny_bert": (64, 2, 2, 12
 """Random-init encoders by name: (hidden width, layers, heads, positions). ``tiny_bert`` ≈ 2.1 M parameters
 (mostly the embedding), ``bert_base_random`` ≈ 109 M (BERT-base, the shape of the paper's DeCLUTR-Sci-base)."""
 
+RANDOM_STAND_INS: dict[str, str] = {"bert_base_random": "declutr-sci-base"}
+"""Random-init encoder -> the paper encoder whose shape (and so compute) it has; benchmark records of the first
+count for the second (:func:`otterlib.bench.to_records`)."""
+
 
 def check_width(encoder: HFTextEncoder, name: str, spec: PaperTextModel) -> HFTextEncoder:
     """``encoder`` if its token width is the one the official registry records for ``name``, else ValueError
