@@ -112,12 +112,13 @@ def _build(cfg: RunConfig, device: torch.device, warmup: int) -> _MethodRun:
 
 def benchmark(model_cfg: ModelConfig, batch: int, image_size: int, *, rounds: int = 5, block: int = 2,
               warmup: int = 2, device: str = "auto", precision: str = "auto", methods: tuple[str, ...] = METHODS,
-              knobs: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+              knobs: dict[str, Any] | None = None, profile_rows: int = 0) -> dict[str, dict[str, Any]]:
     """Per method (in ``methods`` order): ``ms_per_step`` and ``samples_per_s`` (medians over rounds),
     ``ms_per_step_spread`` (:func:`otterlib.timing.spread` over rounds, ms), ``phases_ms`` (phase -> spread over
     steps, ms), ``unaccounted_ms`` (median step time minus the phases' medians), ``ratio_to_infonce`` and its
     spread (per-round step-time ratios; absent without InfoNCE), ``peak_memory_mib`` (resident + the largest
-    transient of a step; None on CPU) and ``final_loss``."""
+    transient of a step; None on CPU), ``final_loss`` and, with ``profile_rows > 0``, ``profile_table``: that many
+    rows of :func:`profile_table` for one more step."""
     if rounds < 1 or block < 1 or warmup < 0:
         raise ValueError(f"need rounds >= 1, block >= 1 and warmup >= 0, got {rounds}, {block}, {warmup}")
     dev = resolve_device(device)
@@ -156,6 +157,8 @@ def benchmark(model_cfg: ModelConfig, batch: int, image_size: int, *, rounds: in
                   "final_loss": float(runs[m].last_loss) if runs[m].last_loss is not None else None}
         if "infonce" in methods:
             out[m]["ratio_to_infonce"] = spread([a / b for a, b in zip(step_ms[m], step_ms["infonce"])])
+        if profile_rows > 0:
+            out[m]["profile_table"] = profile_table(runs[m], dev, profile_rows)
     del runs
     _release(dev)
     return out
@@ -173,23 +176,17 @@ def ablation(model_cfg: ModelConfig, batch: int, image_size: int, variants: dict
     return {name: benchmark(model_cfg, batch, image_size, knobs=knobs, **kwargs) for name, knobs in variants.items()}
 
 
-def profile_table(model_cfg: ModelConfig, batch: int, image_size: int, method: str, device: str = "auto",
-                  precision: str = "auto", warmup: int = 2, rows: int = 25, knobs: dict[str, Any] | None = None) -> str:
-    """``torch.profiler``'s op table (sorted by self time on the device that runs the step) of one step of
-    ``method`` after ``warmup`` steps, with the phases as labelled ranges."""
+def profile_table(run: _MethodRun, device: torch.device, rows: int) -> str:
+    """``torch.profiler``'s op table of one step (``rows`` rows, sorted by self time on the device that runs it);
+    the phases are its ``phase:<name>`` rows."""
     from torch.profiler import ProfilerActivity, profile
 
-    dev = resolve_device(device)
-    run = _build(bench_config(method, model_cfg, batch, image_size, str(dev), precision, knobs or {}), dev, warmup)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
-        run.step(PhaseTimer(dev))  # its phases are the table's "phase:<name>" rows
-        _sync(dev)
-    sort = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
-    table = prof.key_averages().table(sort_by=sort, row_limit=rows)
-    del run
-    _release(dev)
-    return f"== {method}: one step, sorted by {sort} ==\n{table}"
+        run.step(PhaseTimer(device))
+        _sync(device)
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return f"sorted by {sort}\n" + prof.key_averages().table(sort_by=sort, row_limit=rows)
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
@@ -268,7 +265,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-channels-last", action="store_true", help="train.channels_last: false")
     p.add_argument("--ablation", action="store_true",
                    help=f"one run per variant of {list(ABLATIONS)} (the knob flags are then ignored)")
+    p.add_argument("--variants", default=",".join(ABLATIONS), help="the --ablation variants to run, in order")
     p.add_argument("--torch-profile", type=Path, help="write torch.profiler's op table of one step per method here")
+    p.add_argument("--profile-rows", type=int, default=30)
     p.add_argument("--json", type=Path, help="also write the results (and machine info) here")
     p.add_argument("--record", type=Path, help="append the rows as throughput records (e.g. docs/benchmarks.json)")
     a = p.parse_args(argv)
@@ -281,23 +280,34 @@ def main(argv: list[str] | None = None) -> None:
     doc: dict[str, Any] = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()},
                            "machine": machine_info(resolve_device(a.device))}
     if a.ablation:
-        doc["ablation"] = ablation(cfg, a.batch, a.image_size, **common)
-        for name, results in doc["ablation"].items():
-            print(f"-- {name} ({ABLATIONS[name] or 'defaults'})\n{format_table(results)}", flush=True)
+        unknown = set(a.variants.split(",")) - set(ABLATIONS)
+        if unknown:
+            p.error(f"unknown variant(s) {sorted(unknown)}; valid: {list(ABLATIONS)}")
+        doc["ablation"] = {}
+        for name in a.variants.split(","):  # the file is rewritten after each variant: a killed run keeps its part
+            doc["ablation"][name] = benchmark(cfg, a.batch, a.image_size, knobs=ABLATIONS[name], **common)
+            print(f"-- {name} ({ABLATIONS[name] or 'defaults'})\n{format_table(doc['ablation'][name])}", flush=True)
+            _write_json(a.json, doc)
     else:
         doc["knobs"] = _knobs(a)
-        doc["results"] = benchmark(cfg, a.batch, a.image_size, knobs=doc["knobs"], **common)
+        doc["results"] = benchmark(cfg, a.batch, a.image_size, knobs=doc["knobs"],
+                                   profile_rows=a.profile_rows if a.torch_profile else 0, **common)
         print(format_table(doc["results"]), flush=True)
-    if a.torch_profile:
-        knobs = None if a.ablation else doc["knobs"]
-        a.torch_profile.write_text("\n\n".join(profile_table(cfg, a.batch, a.image_size, m, a.device, a.precision,
-                                                             a.warmup, knobs=knobs) for m in methods))
-    if a.json:
-        a.json.write_text(json.dumps(doc, indent=2, default=str))
+        if a.torch_profile:
+            a.torch_profile.write_text("\n\n".join(f"== {m}: one step, {r.pop('profile_table')}"
+                                                   for m, r in doc["results"].items()))
+        _write_json(a.json, doc)
     if a.record:
         command = "python -m otterlib.bench " + " ".join(sys.argv[1:] if argv is None else argv)
-        results = doc["ablation"]["baseline"] if a.ablation else doc["results"]
+        results = doc["ablation"].get("baseline") if a.ablation else doc["results"]
+        if results is None:
+            p.error("--record with --ablation needs the baseline variant")
         append_records(a.record, to_records(cfg, results, a.batch, a.image_size, a.device, a.precision, command))
+
+
+def _write_json(path: Path | None, doc: dict[str, Any]) -> None:
+    if path is not None:
+        path.write_text(json.dumps(doc, indent=2, default=str))
 
 
 if __name__ == "__main__":

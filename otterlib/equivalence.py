@@ -74,16 +74,19 @@ def trace_steps(cfg: RunConfig, batches: list[tuple[torch.Tensor, list[str]]], d
     return StepTrace(terms, state)
 
 
-def max_differences(plain: StepTrace, variant: StepTrace) -> dict[str, float]:
-    """``terms_rel``: the largest |variant − plain| / |plain| of a loss term; ``state_rel``: the largest
-    max|variant − plain| / max|plain| of a floating-point tensor."""
+def max_differences(plain: StepTrace, variant: StepTrace, param_rtol: float = PARAM_RTOL,
+                    param_atol: float = PARAM_ATOL) -> dict[str, float]:
+    """``terms_rel``: the largest |variant − plain| / |plain| of a loss term; ``state_abs``: the largest
+    max|variant − plain| of a floating-point tensor; ``state_vs_tolerance``: the largest such difference over its
+    allowance ``param_rtol·max|plain| + param_atol`` (<= 1: within the tolerance)."""
     if plain.state.keys() != variant.state.keys():
         raise ValueError("the traces hold different tensors; compare runs of the same method and model")
     terms = max((abs(v[k] - p[k]) / max(abs(p[k]), 1e-30) for p, v in zip(plain.terms, variant.terms) for k in p),
                 default=0.0)
-    state = max(((variant.state[k].double() - ref.double()).abs().max().item() / max(ref.abs().max().item(), 1e-30)
-                 for k, ref in plain.state.items() if ref.is_floating_point()), default=0.0)
-    return {"terms_rel": terms, "state_rel": state}
+    errs = [((variant.state[k].double() - ref.double()).abs().max().item(), ref.abs().max().item())
+            for k, ref in plain.state.items() if ref.is_floating_point()]
+    return {"terms_rel": terms, "state_abs": max((e for e, _ in errs), default=0.0),
+            "state_vs_tolerance": max((e / (param_rtol * m + param_atol) for e, m in errs), default=0.0)}
 
 
 def differences(plain: StepTrace, variant: StepTrace, terms_rtol: float = TERMS_RTOL, param_rtol: float = PARAM_RTOL,
