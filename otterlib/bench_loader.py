@@ -4,9 +4,11 @@ The loader is the trainer's (:func:`otterlib.data.loader.build_train_loader` wit
 decode JPEG with PIL, resize the shorter side to 256, random crop 224, normalise). The shards are an existing
 ``sizes.json`` folder (``--shards``) or synthetic captioned shapes written as 256-px JPEG (quality 95, as
 img2dataset writes CC3M) by :func:`write_jpeg_shards` (``--make N``). Per worker count: the first batch (worker
-start-up) is timed apart, then ``batches`` batches give samples/s. ``--decode`` also times JPEG decoding alone:
-PIL on one CPU core against ``torchvision.io.decode_jpeg`` on the benchmark's device (batched; on CUDA, nvJPEG),
-and on CUDA the host-to-device copy of one batch from pageable and from pinned memory.
+start-up) is timed apart, then ``batches`` batches give samples/s. ``--decode N`` also times JPEG decoding alone
+on N images of the shards and on N synthetic images of ``--decode-px`` (default 1024, the size of Open Images
+originals, which GOI evaluation decodes): PIL on one CPU core against ``torchvision.io.decode_jpeg`` on the
+benchmark's device (batched; on CUDA, nvJPEG), and on CUDA the host-to-device copy of one batch from pageable and
+from pinned memory.
 
 ``python -m otterlib.bench_loader --make 4096 --batch 512 --workers 4,8,16 --step-samples-per-s 3000``
 """
@@ -90,18 +92,29 @@ def _jpeg_bytes(manifest: Path, n: int) -> list[bytes]:
     return out
 
 
-def decode_throughput(manifest: Path, n: int, image_size: int, device: torch.device,
+def rendered_jpegs(n: int, size: int, seed: int = 0, quality: int = 95) -> list[bytes]:
+    """``n`` synthetic scenes rendered at ``size`` px, JPEG-encoded."""
+    from otterlib.data.synthetic import generate_pairs, hash_key, render_scene
+
+    out = []
+    for p in generate_pairs(n, 0.0, seed):
+        buf = io.BytesIO()
+        render_scene(p.scene, size, seed=hash_key(p.key, seed)).save(buf, format="JPEG", quality=quality)
+        out.append(buf.getvalue())
+    return out
+
+
+def decode_throughput(payloads: list[bytes], image_size: int, device: torch.device,
                       repeats: int = 3) -> dict[str, Any]:
-    """Images/s (median of ``repeats``) of decoding + the train transform with PIL on one core, and of batched
-    ``torchvision.io.decode_jpeg`` + resize + crop on ``device``; on CUDA also the host-to-device copy (ms) of a
-    (``n``, 3, S, S) float32 batch from pageable and from pinned memory."""
+    """Images/s (median of ``repeats``) of decoding ``payloads`` + the train transform with PIL on one core, and of
+    batched ``torchvision.io.decode_jpeg`` + resize + crop on ``device``; on CUDA also the host-to-device copy (ms)
+    of a (n, 3, S, S) float32 batch from pageable and from pinned memory."""
     from PIL import Image
     from torchvision.io import decode_jpeg
     from torchvision.transforms import v2
 
     from otterlib.data.transforms import default_resize_size, train_transform
 
-    payloads = _jpeg_bytes(manifest, n)
     transform = train_transform(image_size)
     tensors = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in payloads]
     resize = v2.Compose([v2.Resize(default_resize_size(image_size), antialias=True), v2.RandomCrop(image_size)])
@@ -153,6 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--step-samples-per-s", type=float, help="the training step's rate; the loader must reach "
                                                              f"{REQUIRED_MARGIN} x this")
     p.add_argument("--decode", type=int, metavar="N", help="also time JPEG decoding of N images")
+    p.add_argument("--decode-px", type=int, default=1024, help="size of the rendered images --decode also times")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", type=Path)
     a = p.parse_args(argv)
@@ -168,7 +182,10 @@ def main(argv: list[str] | None = None) -> None:
                  else ""), flush=True)
     doc: dict[str, Any] = {"manifest": str(manifest), "batch": a.batch, "image_size": a.image_size, "loader": rows}
     if a.decode:
-        doc["decode"] = decode_throughput(manifest, a.decode, a.image_size, resolve_device(a.device))
+        dev = resolve_device(a.device)
+        doc["decode"] = {"shards": decode_throughput(_jpeg_bytes(manifest, a.decode), a.image_size, dev),
+                         f"rendered_{a.decode_px}px": decode_throughput(rendered_jpegs(a.decode, a.decode_px),
+                                                                         a.image_size, dev)}
         print("decode:", json.dumps(doc["decode"]), flush=True)
     if a.json:
         a.json.write_text(json.dumps(doc, indent=2))

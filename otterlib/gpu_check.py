@@ -327,19 +327,23 @@ def part_io(check: Check) -> dict[str, Any]:
     loader_json, eval_json = check.work / "loader.json", check.work / "eval.json"
     cmd = ["-m", "otterlib.bench_loader", "--make", str(s.shards), "--workdir", str(check.work / "shards"),
            "--shard-size", str(s.shard_px), "--batch", str(s.batch), "--image-size", str(s.image_size), "--workers",
-           s.workers, "--batches", "6" if s.device == "cuda" else "2", "--decode", str(min(s.shards, 512)),
-           "--device", s.device, "--json", str(loader_json)]
+           s.workers, "--batches", "6" if s.device == "cuda" else "2", "--decode", str(min(s.shards, 256)),
+           "--decode-px", "1024" if s.device == "cuda" else "96", "--device", s.device, "--json", str(loader_json)]
     if step_rate:
         cmd += ["--step-samples-per-s", str(step_rate)]
     out: dict[str, Any] = {"loader_run": check.sh(check.python(*cmd), check.cap("io") * 0.6)}
-    decode = None
+    rates: list[str] = []
     if loader_json.is_file():
-        out["loader"] = json.loads(loader_json.read_text())
-        decode = max(r["samples_per_s"] for r in out["loader"]["loader"])
+        out["loader"] = loader = json.loads(loader_json.read_text())
+        big = next(v for k, v in loader["decode"].items() if k.startswith("rendered_"))
+        workers = max(1, (os.cpu_count() or 2) - 2)  # the main process and the GPU feeder keep a core each
+        rates = [f"loader_256px={max(r['samples_per_s'] for r in loader['loader'])}",
+                 f"pil_large_x{workers}_cores={big['pil_one_core_images_per_s'] * workers}",
+                 f"decode_jpeg_large={big['decode_jpeg_images_per_s']}"]
     cmd = ["-m", "otterlib.bench_eval", "--images", str(s.eval_images), "--classes", str(s.eval_classes), "--dim",
            str(s.embed_dim), "--device", s.device, "--encode", "--image-encoder", s.image_encoder, "--text-encoder",
            s.text_encoder, "--batch", "256" if s.device == "cuda" else "16", "--image-size", str(s.image_size),
-           "--json", str(eval_json)] + (["--decode-per-s", str(decode)] if decode else [])
+           "--json", str(eval_json)] + [x for r in rates for x in ("--decode-per-s", r)]
     out["eval_run"] = check.sh(check.python(*cmd), check.cap("io") * 0.4)
     if eval_json.is_file():
         out["eval"] = json.loads(eval_json.read_text())
