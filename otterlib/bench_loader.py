@@ -32,24 +32,23 @@ REQUIRED_MARGIN: float = 1.2
 
 
 def write_jpeg_shards(folder: Path, n: int, image_size: int = 256, per_shard: int = 512, seed: int = 0,
-                      quality: int = 95) -> Path:
-    """``n`` synthetic captioned shapes as webdataset tars of ``per_shard`` samples (``.jpg`` + ``.txt``) and
-    their ``sizes.json``; returns the manifest's path."""
+                      quality: int = 95, noise_fraction: float = 0.0) -> Path:
+    """``n`` synthetic captioned shapes (``noise_fraction`` of them with corrupted captions) as webdataset tars of
+    ``per_shard`` samples (``.jpg`` + ``.txt``, as img2dataset writes them) and their ``sizes.json``; returns the
+    manifest's path."""
     import webdataset as wds
 
     from otterlib.data.cc3m import index_existing_shards
-    from otterlib.data.synthetic import generate_pairs, hash_key, render_scene
+    from otterlib.data.synthetic import generate_pairs
 
     if n < 1 or per_shard < 1:
         raise ValueError(f"need n >= 1 and per_shard >= 1, got {n}, {per_shard}")
     folder.mkdir(parents=True, exist_ok=True)
-    pairs = generate_pairs(n, 0.0, seed)
+    pairs = generate_pairs(n, noise_fraction, seed)
     for start in range(0, n, per_shard):
         with wds.TarWriter(str(folder / f"{start // per_shard:05d}.tar")) as sink:
             for p in pairs[start:start + per_shard]:
-                buf = io.BytesIO()
-                render_scene(p.scene, image_size, seed=hash_key(p.key, seed)).save(buf, format="JPEG", quality=quality)
-                sink.write({"__key__": p.key, "jpg": buf.getvalue(), "txt": p.caption})
+                sink.write({"__key__": p.key, "jpg": _jpeg(p, image_size, seed, quality), "txt": p.caption})
     index_existing_shards(folder)
     return folder / "sizes.json"
 
@@ -92,16 +91,20 @@ def _jpeg_bytes(manifest: Path, n: int) -> list[bytes]:
     return out
 
 
+def _jpeg(pair: Any, size: int, seed: int, quality: int) -> bytes:
+    """A synthetic pair's scene rendered at ``size`` px (texture seeded by its key), JPEG-encoded."""
+    from otterlib.data.synthetic import hash_key, render_scene
+
+    buf = io.BytesIO()
+    render_scene(pair.scene, size, seed=hash_key(pair.key, seed)).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
 def rendered_jpegs(n: int, size: int, seed: int = 0, quality: int = 95) -> list[bytes]:
     """``n`` synthetic scenes rendered at ``size`` px, JPEG-encoded."""
-    from otterlib.data.synthetic import generate_pairs, hash_key, render_scene
+    from otterlib.data.synthetic import generate_pairs
 
-    out = []
-    for p in generate_pairs(n, 0.0, seed):
-        buf = io.BytesIO()
-        render_scene(p.scene, size, seed=hash_key(p.key, seed)).save(buf, format="JPEG", quality=quality)
-        out.append(buf.getvalue())
-    return out
+    return [_jpeg(p, size, seed, quality) for p in generate_pairs(n, 0.0, seed)]
 
 
 def decode_throughput(payloads: list[bytes], image_size: int, device: torch.device,

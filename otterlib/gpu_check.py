@@ -379,7 +379,7 @@ def part_e2e(check: Check) -> dict[str, Any]:
                        ".gpu/wheels and carry .gpu"}
     venv = stand_in_venv(check.work / "venv", sys.executable, REPO / "pyproject.toml")
     overrides = [] if check.shape.device == "cuda" else [x for o in _cpu_e2e_overrides() for x in ("--set", o)]
-    run = check.sh(["./run_all.sh", "--profile", "gpu-smoke", *overrides], check.cap("e2e"),
+    run = check.sh(["bash", "run_all.sh", "--profile", "gpu-smoke", *overrides], check.cap("e2e"),
                    env=check.env | {"OTTER_VENV": str(venv)})
     artefacts = e2e_artefacts(REPO / "results" / "gpu-smoke")
     (check.out / "e2e.json").write_text(json.dumps(artefacts | {"run": run}, indent=2))
@@ -435,11 +435,15 @@ def e2e_artefacts(root: Path, methods: tuple[str, ...] = ("infonce", "label_smoo
     return {"ok": not problems, "problems": problems, "runs": runs}
 
 
-def record(records_json: Path, target: Path) -> int:
-    """Append the records a device run wrote (``records.json``) to ``target`` (``docs/benchmarks.json``)."""
+def record(records_json: Path, target: Path, git: str) -> int:
+    """Append the records a device run wrote (``records.json``) to ``target`` (``docs/benchmarks.json``). The
+    device's copy of the tree has no ``.git``, so a record's ``git`` of ``unknown`` becomes ``git`` (this
+    checkout's HEAD: run this from the commit that ran there)."""
+    import dataclasses
+
     from otterlib.benchmarks import append_records, load_benchmarks
 
-    new = load_benchmarks(records_json)
+    new = [dataclasses.replace(r, git=git) if r.git == "unknown" else r for r in load_benchmarks(records_json)]
     append_records(target, new)
     return len(new)
 
@@ -460,8 +464,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if a.record:
         from otterlib.benchmarks import BENCHMARKS_PATH
+        from otterlib.env import git_sha
 
-        print(f"appended {record(a.record, BENCHMARKS_PATH)} records to {BENCHMARKS_PATH}")
+        print(f"appended {record(a.record, BENCHMARKS_PATH, git_sha())} records to {BENCHMARKS_PATH}")
         return
     if a.out is None:
         p.error("--out is required (unless --prepare or --record)")

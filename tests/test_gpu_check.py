@@ -98,3 +98,18 @@ def test_the_check_runs_at_tiny_shapes_on_the_cpu(tmp_path):
     assert [r["method"] for r in records] == ["infonce", "label_smoothing", "kd", "otter"]
     assert summary["parts"]["io"]["eval"]["scoring"]["images"] == 512
     assert len(list(tmp_path.iterdir())) <= 8
+
+
+def test_device_records_are_appended_with_this_checkouts_commit_and_the_files_note_kept(tmp_path):
+    from otterlib.benchmarks import BenchmarkRecord, append_records, load_benchmarks
+
+    target = tmp_path / "benchmarks.json"
+    target.write_text(json.dumps({"format": "otterlib-benchmarks/1", "about": "note", "records": []}))
+    device = tmp_path / "records.json"
+    append_records(device, [BenchmarkRecord("timm:resnet50", "declutr-sci-base", "otter", 512, 224, "bf16",
+                                            "NVIDIA H200", 1, 3100.0, "2026-12-01", "python -m otterlib.bench ...",
+                                            "unknown")])
+    assert gpu_check.record(device, target, "abc1234") == 1
+    (rec,) = load_benchmarks(target)
+    assert rec.git == "abc1234" and rec.samples_per_s == 3100.0
+    assert json.loads(target.read_text())["about"] == "note"
