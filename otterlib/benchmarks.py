@@ -82,8 +82,11 @@ def load_benchmarks(path: str | Path = BENCHMARKS_PATH) -> list[BenchmarkRecord]
 
 
 def append_records(path: str | Path, records: list[BenchmarkRecord]) -> None:
-    """Add ``records`` to the file at ``path`` (created when absent), keeping the records already there."""
+    """Add ``records`` to the file at ``path`` (created when absent), keeping the records already there and the
+    file's other top-level keys (e.g. ``about``)."""
     path = Path(path)
     kept = load_benchmarks(path) if path.is_file() else []
-    doc = {"format": FORMAT, "records": [asdict(r) for r in kept + list(records)]}
+    extra = {k: v for k, v in json.loads(path.read_text(encoding="utf-8")).items() if k not in ("format", "records")} \
+        if path.is_file() else {}
+    doc = {"format": FORMAT, **extra, "records": [asdict(r) for r in kept + list(records)]}
     path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")

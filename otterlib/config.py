@@ -196,7 +196,20 @@ class TrainConfig:
     keep_epoch_checkpoints: bool = True
     """Keep the student's weights after every epoch (``checkpoints/epoch_NNN.pt``)."""
     channels_last: bool = True
+    """Image encoder and images in channels-last memory format (CUDA only; the values are the same)."""
     deterministic: bool = False
+    compile: bool = False
+    """``torch.compile`` the student (encoders + objective) and the EMA teacher in place (``nn.Module.compile``);
+    the first steps compile (minutes at paper shape). Same values up to float rounding (``docs/benchmarks.md``)."""
+    optimizer_impl: str = "auto"
+    """``auto`` (torch's choice: foreach on CUDA), ``for_loop``, ``foreach`` or ``fused`` (one kernel for all
+    parameters); the same update up to float rounding."""
+    text_attention: str = "sdpa"
+    """Attention kernel of the Hugging Face text encoder: ``sdpa`` (transformers' default) or ``eager`` (the official
+    code's). Equal up to float rounding without dropout; with dropout they draw different masks."""
+    teacher_inference_mode: bool = False
+    """Run the EMA teacher's forward under ``torch.inference_mode`` instead of ``no_grad`` (same values, same
+    train-mode BatchNorm and dropout)."""
 
 
 LAUNCH_ONLY_TRAIN_FIELDS: tuple[str, ...] = ("rdzv_endpoint", "rdzv_id", "rdzv_backend")

@@ -36,15 +36,23 @@ class EMATeacher:
     again at every forward through :meth:`__call__`. In ``eval`` mode :meth:`update` also copies the
     student's buffers (BatchNorm running statistics), which an eval-mode forward would otherwise never
     update; in ``train`` mode the teacher keeps its own buffers, as the official one does.
+
+    ``inference_mode`` runs the forward under ``torch.inference_mode`` instead of ``torch.no_grad`` (less
+    autograd bookkeeping; the values are the same). The mode's semantics stay: in ``train`` mode BatchNorm
+    still updates the teacher's running statistics (normal tensors may be changed in place there). The
+    returned embeddings are inference tensors: fine for computations without gradient (the soft targets, and
+    what is computed from them outside inference mode is a normal tensor), an error if saved for backward.
     """
 
-    def __init__(self, student: nn.Module, decay: float = 0.999, mode: str = "train") -> None:
+    def __init__(self, student: nn.Module, decay: float = 0.999, mode: str = "train",
+                 inference_mode: bool = False) -> None:
         if not 0.0 <= decay <= 1.0:
             raise ValueError(f"EMA decay must be in [0, 1], got {decay}")
         if mode not in TEACHER_MODES:
             raise ValueError(f"teacher mode must be one of {list(TEACHER_MODES)}, got {mode!r}")
         self.decay: float = decay
         self.mode: str = mode
+        self.inference_mode: bool = inference_mode
         self.num_updates: int = 0
         self.module: nn.Module = copy.deepcopy(student)
         self.module.requires_grad_(False)
@@ -54,7 +62,7 @@ class EMATeacher:
         """The teacher's forward without gradient, every submodule in :attr:`mode` (e.g. images (B, 3, H, W)
         and B captions or their tokens -> (image (B, D), text (B, D)) for the dual encoder)."""
         self.module.train(self.mode == "train")
-        with torch.no_grad():
+        with torch.inference_mode() if self.inference_mode else torch.no_grad():
             return self.module(*inputs)
 
     @staticmethod

@@ -359,6 +359,26 @@ class DistillationObjective(ContrastiveObjective):
         mix = self.alpha * one_hot
         return mix + (1.0 - self.alpha) * m_img, mix + (1.0 - self.alpha) * m_txt
 
+    def forward(
+        self,
+        img: torch.Tensor,
+        txt: torch.Tensor,
+        teacher_img: torch.Tensor | None = None,
+        teacher_txt: torch.Tensor | None = None,
+        *,
+        soft_targets: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """:meth:`ContrastiveObjective.forward`, or, given ``soft_targets`` = (M̃^v, M̃^t) from :meth:`soft_targets`
+        computed beforehand (the trainer times them as a phase of their own), the same terms without the teacher
+        embeddings. Both ways give identical values."""
+        if soft_targets is None:
+            return super().forward(img, txt, teacher_img, teacher_txt)
+        if teacher_img is not None or teacher_txt is not None:
+            raise ValueError("pass either the teacher embeddings or soft_targets, not both")
+        _check_pair(img, txt, "student")
+        with torch.autocast(device_type=img.device.type, enabled=False):
+            return self.distillation_terms(*self.student_similarities(img, txt), *soft_targets)
+
     def loss_terms(
         self,
         sim_img: torch.Tensor,
@@ -375,8 +395,17 @@ class DistillationObjective(ContrastiveObjective):
                 f"teacher batch ({teacher_img.shape[0]}) differs from student batch ({sim_img.shape[0]}); "
                 "embed the same samples with both"
             )
+        return self.distillation_terms(sim_img, sim_txt, *self.soft_targets(teacher_img, teacher_txt))
+
+    def distillation_terms(
+        self, sim_img: torch.Tensor, sim_txt: torch.Tensor, m_img: torch.Tensor, m_txt: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """``{"contrastive", "distill", "loss"}`` from the (B, N) float32 student similarities and the (B, N) soft
+        targets M̃^v, M̃^t (autocast disabled by the caller)."""
+        if m_img.shape != sim_img.shape or m_txt.shape != sim_txt.shape:
+            raise ValueError(f"soft targets {tuple(m_img.shape)}, {tuple(m_txt.shape)} do not match the student "
+                             f"similarities {tuple(sim_img.shape)}; compute them from the same batch")
         contrastive = self.infonce(sim_img, sim_txt)
-        m_img, m_txt = self.soft_targets(teacher_img, teacher_txt)
         scale = self._scale(self.distill_logit_scale)
         distill = _kl_batchmean(scale * sim_img, m_img) + _kl_batchmean(scale * sim_txt, m_txt)
         loss = self.alpha * contrastive + (1.0 - self.alpha) * distill

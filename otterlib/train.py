@@ -44,6 +44,7 @@ from otterlib.ema import EMATeacher
 from otterlib.env import configure_offline, git_sha, resolve_device, runtime_info
 from otterlib.losses import ContrastiveObjective, create_loss
 from otterlib.models import create_model
+from otterlib.timing import PhaseTimer, phase
 from otterlib.validation import embed_pairs, retrieval_metrics
 
 
@@ -67,15 +68,20 @@ class StudentWithLoss(nn.Module):
         self.loss = loss
 
     def forward(self, images: torch.Tensor, captions: list[str] | dict[str, torch.Tensor],
-                teacher_img: torch.Tensor | None, teacher_txt: torch.Tensor | None) -> dict[str, torch.Tensor]:
+                soft_targets: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Loss terms of a batch; ``soft_targets``: the teacher's (M̃^v, M̃^t) for KD and OTTER (None otherwise)."""
         img, txt = self.model(images, captions)
-        return self.loss(img, txt, teacher_img, teacher_txt)
+        if soft_targets is None:
+            return self.loss(img, txt)
+        return self.loss(img, txt, soft_targets=soft_targets)
 
 
 def build_training_modules(model: nn.Module, loss_fn: ContrastiveObjective, loss_cfg: LossConfig, *,
-                           sync_batchnorm: bool) -> tuple[StudentWithLoss, EMATeacher | None]:
+                           sync_batchnorm: bool, teacher_inference_mode: bool = False
+                           ) -> tuple[StudentWithLoss, EMATeacher | None]:
     """The student (encoders + objective as one module, to be wrapped in DDP by the caller) and, when the
-    objective needs one, its EMA teacher (``loss_cfg.ema_decay``, ``loss_cfg.teacher_mode``).
+    objective needs one, its EMA teacher (``loss_cfg.ema_decay``, ``loss_cfg.teacher_mode``; forward under
+    ``torch.inference_mode`` when ``teacher_inference_mode``).
 
     ``sync_batchnorm`` converts the student's BatchNorm layers to SyncBatchNorm (CUDA DDP, as the official code).
     The teacher is copied from the converted student, so its BatchNorm normalises over the global batch too
@@ -85,9 +91,92 @@ def build_training_modules(model: nn.Module, loss_fn: ContrastiveObjective, loss
     module = StudentWithLoss(model, loss_fn)
     if sync_batchnorm:
         module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
-    teacher = (EMATeacher(module.model, decay=loss_cfg.ema_decay, mode=loss_cfg.teacher_mode)
+    teacher = (EMATeacher(module.model, decay=loss_cfg.ema_decay, mode=loss_cfg.teacher_mode,
+                          inference_mode=teacher_inference_mode)
                if loss_fn.needs_teacher else None)
     return module, teacher
+
+
+@dataclass
+class TrainingParts:
+    """What :func:`build_training` makes for one process: the student (``DistributedDataParallel`` around a
+    :class:`StudentWithLoss` when ``world > 1``), the EMA teacher (None for InfoNCE and LS), the objective (inside
+    the student), the optimizer and the autocast dtype (None: float32)."""
+
+    module: nn.Module
+    teacher: EMATeacher | None
+    loss_fn: ContrastiveObjective
+    optimizer: torch.optim.Optimizer
+    amp_dtype: torch.dtype | None
+
+
+def build_training(cfg: RunConfig, device: torch.device, world: int) -> TrainingParts:
+    """The trainer's construction of a run's modules, shared with the benchmark (``otterlib.bench``).
+
+    In order: the model (``train.text_attention``), channels-last image encoder (``train.channels_last``, CUDA),
+    the objective, :func:`build_training_modules` (SyncBatchNorm under CUDA DDP, then the teacher copied from the
+    converted student), ``torch.compile`` in place of student and teacher (``train.compile``), DDP when
+    ``world > 1``, the optimizer (``train.optimizer_impl``) and the autocast dtype (``train.precision``).
+    """
+    t = cfg.train
+    model = create_model(cfg.model, attn_implementation=t.text_attention).to(device)
+    if uses_channels_last(t, device):
+        model.image_encoder.to(memory_format=torch.channels_last)
+    loss_fn = create_loss(cfg.method, **loss_kwargs(cfg)).to(device)
+    # the official code's SyncBN under DDP; PyTorch has no CPU SyncBatchNorm (BN stays per rank there)
+    module, teacher = build_training_modules(model, loss_fn, cfg.loss,
+                                             sync_batchnorm=world > 1 and device.type == "cuda",
+                                             teacher_inference_mode=t.teacher_inference_mode)
+    if t.compile:  # in place: parameter names, state dicts and the EMA pairing stay as they are
+        module.compile()
+        if teacher is not None:
+            teacher.module.compile()
+    if world > 1:
+        module = nn.parallel.DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
+    optimizer = create_optimizer([p for p in module.parameters() if p.requires_grad], t)
+    return TrainingParts(module, teacher, loss_fn, optimizer, autocast_dtype(t.precision, device))
+
+
+def uses_channels_last(t: TrainConfig, device: torch.device) -> bool:
+    """Whether images and the image encoder are channels-last: ``train.channels_last`` on a CUDA device."""
+    return t.channels_last and device.type == "cuda"
+
+
+def prepare_images(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """(B, 3, H, W) images on ``device`` (non-blocking copy), channels-last when asked."""
+    images = images.to(device, non_blocking=True)
+    return images.contiguous(memory_format=torch.channels_last) if channels_last else images
+
+
+class FiniteGuard:
+    """Detects non-finite loss terms without a host sync per step.
+
+    :meth:`add` keeps each step's detached terms on the device; :meth:`check` (the trainer calls it at every
+    logged step, before every checkpoint, at the end of an epoch and before returning) reads them all with one
+    synchronisation and raises :class:`NonFiniteLossError` for the first non-finite step since the last check,
+    naming its epoch, step and terms. The steps after it have already run (their parameters may be NaN), but no
+    checkpoint has been written since, so ``latest.pt`` holds the last good state.
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[int, int, int, dict[str, torch.Tensor]]] = []
+
+    def add(self, epoch: int, step: int, global_step: int, terms: dict[str, torch.Tensor]) -> None:
+        """Keep one step's terms (scalars on the device) until the next :meth:`check`."""
+        self.pending.append((epoch, step, global_step, terms))
+
+    def check(self) -> None:
+        """Raise :class:`NonFiniteLossError` for the first pending step with a non-finite term; then forget them."""
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, []
+        values = torch.stack([torch.stack([v.float() for v in terms.values()]) for *_, terms in pending])
+        finite = torch.isfinite(values).all(dim=1).tolist()  # the one host sync
+        if all(finite):
+            return
+        epoch, step, global_step, terms = pending[finite.index(False)]
+        raise NonFiniteLossError(f"non-finite loss at epoch {epoch} step {step} (global step {global_step}): "
+                                 f"{ {k: float(v) for k, v in terms.items()} }; latest.pt holds the last good state")
 
 
 def loss_kwargs(cfg: RunConfig) -> dict[str, Any]:
@@ -120,13 +209,21 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+OPTIMIZER_IMPLS: dict[str, dict[str, bool]] = {"auto": {}, "for_loop": {"foreach": False},
+                                               "foreach": {"foreach": True}, "fused": {"fused": True}}
+"""``train.optimizer_impl`` -> the torch optimizer's keyword (``auto``: torch's own choice, foreach on CUDA)."""
+
+
 def create_optimizer(params: list[nn.Parameter], t: TrainConfig) -> torch.optim.Optimizer:
     """SGD with momentum (the paper) or AdamW; weight decay applies to every parameter (the official code,
-    with wd = 0, has a single parameter group)."""
+    with wd = 0, has a single parameter group). ``train.optimizer_impl`` picks the kernel (:data:`OPTIMIZER_IMPLS`)."""
+    if t.optimizer_impl not in OPTIMIZER_IMPLS:
+        raise ValueError(f"train.optimizer_impl must be one of {list(OPTIMIZER_IMPLS)}, got {t.optimizer_impl!r}")
+    impl = OPTIMIZER_IMPLS[t.optimizer_impl]
     if t.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, **impl)
     if t.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, **impl)
     raise ValueError(f"train.optimizer must be sgd or adamw, got {t.optimizer!r}")
 
 
@@ -197,18 +294,10 @@ def train(cfg: RunConfig, *, progress: bool = True, stop_after_steps: int | None
         torch.use_deterministic_algorithms(True)
     set_seed(t_cfg.seed)
 
-    model = create_model(cfg.model).to(device)
-    if t_cfg.channels_last and device.type == "cuda":
-        model.image_encoder.to(memory_format=torch.channels_last)
-    loss_fn = create_loss(cfg.method, **loss_kwargs(cfg)).to(device)
-    # the official code's SyncBN under DDP; PyTorch has no CPU SyncBatchNorm (BN stays per rank there)
-    module, teacher = build_training_modules(model, loss_fn, cfg.loss,
-                                             sync_batchnorm=world > 1 and device.type == "cuda")
-    if world > 1:
-        module = nn.parallel.DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
-    params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = create_optimizer(params, t_cfg)
-    amp_dtype = autocast_dtype(t_cfg.precision, device)
+    parts = build_training(cfg, device, world)
+    module, teacher, loss_fn, optimizer, amp_dtype = (parts.module, parts.teacher, parts.loss_fn, parts.optimizer,
+                                                      parts.amp_dtype)
+    channels_last = uses_channels_last(t_cfg, device)
 
     train_manifest = layout.manifest_path(cfg.data, "train")
     require_complete(train_manifest, cfg.data.allow_partial)
@@ -229,6 +318,7 @@ def train(cfg: RunConfig, *, progress: bool = True, stop_after_steps: int | None
 
     bar = _progress_bar(progress and is_main, t_cfg.epochs * steps_per_epoch, state["global_step"], cfg)
     steps_this_call = 0
+    guard = FiniteGuard()
     t_start = time.time()
     for epoch in range(state["epoch"], t_cfg.epochs):
         for group in optimizer.param_groups:
@@ -242,32 +332,40 @@ def train(cfg: RunConfig, *, progress: bool = True, stop_after_steps: int | None
                                     skip_batches=skip)
         batches = iter(loader)
         module.train()
+        interval_start, interval_steps = time.time(), 0
         for step in range(skip, steps_per_epoch):
             t0 = time.time()
             torch.manual_seed(step_seed(t_cfg.seed, epoch, step))
             images, captions = next(batches)
-            images = images.to(device, non_blocking=True)
-            if t_cfg.channels_last and device.type == "cuda":
-                images = images.contiguous(memory_format=torch.channels_last)
+            images = prepare_images(images, device, channels_last)
             data_time = time.time() - t0
-            terms = train_step(module, teacher, optimizer, images, captions, amp_dtype, t_cfg.grad_clip,
-                                state["global_step"], epoch, step)
+            terms = train_step(module, teacher, optimizer, images, captions, amp_dtype, t_cfg.grad_clip)
+            guard.add(epoch, step, state["global_step"], terms)
             state["global_step"] += 1
             state["step_in_epoch"] = step + 1
             steps_this_call += 1
+            interval_steps += 1
             bar.update(1)
-            if is_main and (step % t_cfg.log_every == 0 or step == steps_per_epoch - 1):
-                dt = time.time() - t0
-                row = {"step": state["global_step"], "epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
-                       **{k: float(v) for k, v in terms.items()}, **loss_fn.scales(),
-                       "samples_per_s": t_cfg.batch_size / max(dt, 1e-9), "data_time_s": data_time, "step_time_s": dt}
-                log.write(**row)
-                bar.set_postfix(loss=f"{row['loss']:.3f}")
+            if step % t_cfg.log_every == 0 or step == steps_per_epoch - 1:
+                guard.check()  # the host syncs of a step happen here only, every log_every steps
+                if is_main:
+                    # wall time of the steps since the last log, read after the sync: the device's pace
+                    dt = (time.time() - interval_start) / interval_steps
+                    row = {"step": state["global_step"], "epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
+                           **{k: float(v) for k, v in terms.items()}, **loss_fn.scales(),
+                           "samples_per_s": t_cfg.batch_size / max(dt, 1e-9), "data_time_s": data_time,
+                           "step_time_s": dt}
+                    log.write(**row)
+                    bar.set_postfix(loss=f"{row['loss']:.3f}")
+                interval_start, interval_steps = time.time(), 0
             if t_cfg.checkpoint_every_steps and state["global_step"] % t_cfg.checkpoint_every_steps == 0:
+                guard.check()
                 _save_latest(latest, module, teacher, optimizer, state, cfg, is_main)
             if stop_after_steps is not None and steps_this_call >= stop_after_steps:
+                guard.check()
                 bar.close()
                 return TrainResult(run_dir, {"stopped_after_steps": steps_this_call})
+        guard.check()
         state["epoch"], state["step_in_epoch"] = epoch + 1, 0
         val = validate(_unwrap(module).model, cfg, device, loss_fn.scales().get("logit_scale", 100.0)) \
             if is_main else {}
@@ -300,28 +398,42 @@ def train(cfg: RunConfig, *, progress: bool = True, stop_after_steps: int | None
     return TrainResult(run_dir, metrics)
 
 
+STEP_PHASES: tuple[str, ...] = ("tokenize", "ema_update", "teacher_forward", "targets", "student_forward",
+                                 "backward", "optimizer")
+"""The phases of :func:`train_step`, in order (the teacher's three only for KD and OTTER)."""
+
+
 def train_step(module: nn.Module, teacher: EMATeacher | None, optimizer: torch.optim.Optimizer,
-                images: torch.Tensor, captions: list[str], amp_dtype: torch.dtype | None,
-                grad_clip: float | None, global_step: int, epoch: int, step: int) -> dict[str, torch.Tensor]:
-    """Tokenize once, EMA update, teacher forward (no grad), student forward, finite check, backward, step."""
-    teacher_img = teacher_txt = None
-    student = _unwrap(module).model
-    tokens = {k: v.to(images.device, non_blocking=True) for k, v in student.tokenize(captions).items()}
+               images: torch.Tensor, captions: list[str], amp_dtype: torch.dtype | None,
+               grad_clip: float | None, timer: PhaseTimer | None = None) -> dict[str, torch.Tensor]:
+    """One optimizer step; returns the detached loss terms, still on the device.
+
+    Phases (:data:`STEP_PHASES`, timed by ``timer`` when given): tokenize the captions once (student and teacher
+    read the same tokens), EMA update, teacher forward (no grad, autocast), the teacher's soft targets (float32),
+    student forward (autocast; logits and loss in float32), backward, gradient clipping and optimizer step. Nothing
+    here waits for the device: the caller checks the terms for NaN/Inf (:class:`FiniteGuard`).
+    """
+    inner = _unwrap(module)
+    amp = torch.autocast(images.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
+    with phase(timer, "tokenize"):
+        tokens = {k: v.to(images.device, non_blocking=True) for k, v in inner.model.tokenize(captions).items()}
+    soft_targets = None
     if teacher is not None:
-        teacher.update(student)
-    with torch.autocast(images.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        if teacher is not None:
+        with phase(timer, "ema_update"):
+            teacher.update(inner.model)
+        with phase(timer, "teacher_forward"), amp:
             teacher_img, teacher_txt = teacher(images, tokens)
-        terms = module(images, tokens, teacher_img, teacher_txt)
-    if not all(torch.isfinite(v).all() for v in terms.values()):
-        values = {k: float(v.detach()) for k, v in terms.items()}
-        raise NonFiniteLossError(f"non-finite loss at epoch {epoch} step {step} (global step {global_step}): "
-                                 f"{values}; latest.pt holds the last good state")
-    optimizer.zero_grad(set_to_none=True)
-    terms["loss"].backward()
-    if grad_clip:
-        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
-    optimizer.step()
+        with phase(timer, "targets"):
+            soft_targets = inner.loss.soft_targets(teacher_img, teacher_txt)
+    with phase(timer, "student_forward"), amp:
+        terms = module(images, tokens, soft_targets)
+    with phase(timer, "backward"):
+        optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+    with phase(timer, "optimizer"):
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
+        optimizer.step()
     return {k: v.detach() for k, v in terms.items()}
 
 

@@ -22,23 +22,9 @@ def shared_metadata() -> Path:
 
 def write_pair_shards(folder: Path, n: int, seed: int, image_size: int = 32, per_shard: int = 24) -> Path:
     """Webdataset tars of synthetic captioned shapes (as img2dataset writes them) + ``sizes.json``."""
-    import io
+    from otterlib.bench_loader import write_jpeg_shards
 
-    import webdataset as wds
-
-    from otterlib.data.cc3m import index_existing_shards
-    from otterlib.data.synthetic import generate_pairs, render_scene
-
-    folder.mkdir(parents=True, exist_ok=True)
-    pairs = generate_pairs(n, 0.2, seed)
-    for start in range(0, n, per_shard):
-        with wds.TarWriter(str(folder / f"{start // per_shard:05d}.tar")) as sink:
-            for p in pairs[start:start + per_shard]:
-                buf = io.BytesIO()
-                render_scene(p.scene, image_size, seed=seed).save(buf, format="JPEG")
-                sink.write({"__key__": p.key, "jpg": buf.getvalue(), "txt": p.caption})
-    index_existing_shards(folder)
-    return folder / "sizes.json"
+    return write_jpeg_shards(folder, n, image_size, per_shard, seed, noise_fraction=0.2)
 
 
 @pytest.fixture(scope="session")

@@ -485,3 +485,18 @@ def test_bad_inputs_raise() -> None:
         KnowledgeDistillation()(img, txt, img[:2], txt[:2])
     with pytest.raises(ValueError, match="at least 2"):
         OTTER().soft_targets(img[:1], txt[:1])
+
+
+@pytest.mark.parametrize("method", ["kd", "otter"])
+def test_precomputed_soft_targets_give_the_same_terms(method):
+    """The trainer computes the teacher's soft targets as a phase of their own and passes them in."""
+    torch.manual_seed(0)
+    img, txt, t_img, t_txt = (torch.nn.functional.normalize(torch.randn(6, 8), dim=-1) for _ in range(4))
+    loss = create_loss(method)
+    direct = loss(img, txt, t_img, t_txt)
+    given = loss(img, txt, soft_targets=loss.soft_targets(t_img, t_txt))
+    assert {k: float(v) for k, v in direct.items()} == {k: float(v) for k, v in given.items()}
+    with pytest.raises(ValueError, match="either the teacher embeddings or soft_targets"):
+        loss(img, txt, t_img, t_txt, soft_targets=loss.soft_targets(t_img, t_txt))
+    with pytest.raises(ValueError, match="do not match the student similarities"):
+        loss(img, txt, soft_targets=loss.soft_targets(t_img[:4], t_txt[:4]))

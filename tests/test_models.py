@@ -109,7 +109,7 @@ def test_sentence_bert_large_is_1024_wide_then_linear_to_768_with_the_official_m
     torch.manual_seed(0)
     built = {}
     monkeypatch.setattr(text, "create_hf_text_encoder",
-                        lambda model_id, pretrained, max_tokens: built.setdefault(model_id, _sentence_bert(1024)))
+                        lambda model_id, pretrained, max_tokens, attn_implementation=None: built.setdefault(model_id, _sentence_bert(1024)))
     model = create_model(ModelConfig("tiny_cnn", "sentence-transformer-large", 768, False)).eval()
     assert list(built) == ["sentence-transformers/bert-large-nli-mean-tokens"]
     assert isinstance(model.text_proj, nn.Linear)
@@ -126,7 +126,7 @@ def test_sentence_bert_large_is_1024_wide_then_linear_to_768_with_the_official_m
 def test_a_paper_alias_whose_hub_model_has_another_width_is_refused(monkeypatch):
     from otterlib.models import text
 
-    monkeypatch.setattr(text, "create_hf_text_encoder", lambda model_id, pretrained, max_tokens: _sentence_bert(768))
+    monkeypatch.setattr(text, "create_hf_text_encoder", lambda model_id, pretrained, max_tokens, attn_implementation=None: _sentence_bert(768))
     assert create_text_encoder("sentence-transformer-base", pretrained=False).out_dim == 768
     with pytest.raises(ValueError, match="width 768.*records 1024"):
         create_text_encoder("sentence-transformer-large", pretrained=False)

@@ -73,7 +73,7 @@ def test_the_benchmark_tool_records_what_plans_match(tmp_path):
 
     path = tmp_path / "b.json"
     bench.main(["--image-encoder", "tiny_cnn", "--text-encoder", "tiny_bert", "--batch", "4", "--image-size", "32",
-                "--steps", "1", "--warmup", "0", "--device", "cpu", "--methods", "infonce", "--record", str(path)])
+                "--rounds", "1", "--block", "1", "--warmup", "0", "--device", "cpu", "--methods", "infonce", "--record", str(path)])
     (rec,) = benchmarks.load_benchmarks(path)
     assert (rec.method, rec.batch_per_gpu, rec.image_size, rec.precision, rec.device, rec.gpus) == \
         ("infonce", 4, 32, "fp32", "cpu", 1)

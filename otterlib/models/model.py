@@ -44,10 +44,13 @@ class ImageTextModel(nn.Module):
         return self.encode_image(images), self.encode_text(captions)
 
 
-def create_model(cfg: ModelConfig) -> ImageTextModel:
-    """Build the dual encoder a profile's setting names, with the requested early layers frozen."""
+def create_model(cfg: ModelConfig, attn_implementation: str | None = None) -> ImageTextModel:
+    """Build the dual encoder a profile's setting names, with the requested early layers frozen.
+
+    ``attn_implementation``: the text encoder's attention kernel (``sdpa``, ``eager``; None: transformers' default).
+    """
     image = create_image_encoder(cfg.image_encoder, cfg.pretrained)
-    text = create_text_encoder(cfg.text_encoder, cfg.pretrained, cfg.max_text_tokens)
+    text = create_text_encoder(cfg.text_encoder, cfg.pretrained, cfg.max_text_tokens, attn_implementation)
     image.freeze_stages(cfg.freeze_image_blocks)
     text.freeze_layers(cfg.freeze_text_layers)
     return ImageTextModel(image, text, cfg.embed_dim)
