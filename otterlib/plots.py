@@ -45,43 +45,49 @@ def save_figure(fig, path: Path) -> Path:
     return path
 
 
-def _chance_line(ax, n_pairs: int | None, k: int = 1) -> None:
-    if n_pairs:
-        ax.axhline(100.0 * k / n_pairs, color="grey", linestyle=":", linewidth=1,
-                   label=f"chance ({k}/{n_pairs})")
+def _n_pairs(epochs: pd.DataFrame) -> int | None:
+    """Validation pairs N of the last epoch row (None without one)."""
+    return int(epochs["n"].iloc[-1]) if "n" in epochs and not epochs.empty else None
 
 
-def _epoch_axis(ax, epochs: pd.DataFrame) -> None:
-    ax.set_xlabel("epoch")
+def _finish(fig, axes, titles: tuple[str, str], val_ylabel: str, epochs: pd.DataFrame, path: Path,
+            title: str) -> Path:
+    """Label the three panels (loss, inverse temperature per step; validation per epoch with the chance level
+    of the last epoch row's N), add legends and the title, save the PNG."""
+    ax_loss, ax_scale, ax_val = axes
+    ax_loss.set(xlabel="optimizer step", ylabel="training loss (nats)", title=titles[0])
+    ax_scale.set(xlabel="optimizer step", ylabel=INVERSE_TEMPERATURE, title=titles[1])
+    if n_pairs := _n_pairs(epochs):
+        ax_val.axhline(100.0 / n_pairs, color="grey", linestyle=":", linewidth=1, label=f"chance (1/{n_pairs})")
+    ax_val.set(xlabel="epoch", ylabel=val_ylabel, title="held-out retrieval per epoch")
     if not epochs.empty:
-        ax.set_xticks(sorted(epochs["epoch"].unique()))
+        ax_val.set_xticks(sorted(epochs["epoch"].unique()))
+    for ax in axes:
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)
 
 
 def plot_run_curves(steps: pd.DataFrame, epochs: pd.DataFrame, path: Path, title: str = "") -> Path:
     """One run in three panels: loss terms and inverse temperatures per optimizer step (``steps``: the logged
     step rows), validation R@1 (%) per epoch with its chance level (``epochs``: one row per ``epoch_end``, with
-    the ``val`` fields as columns). Terms that stay 0 (no distillation) are left out. Saves a PNG."""
-    plt = pyplot()
-    fig, (ax_loss, ax_scale, ax_val) = plt.subplots(1, 3, figsize=(13, 3.4))
+    the ``val`` fields as columns). Terms that stay 0 (no distillation) or equal the total are left out. Saves a
+    PNG."""
+    fig, axes = pyplot().subplots(1, 3, figsize=(13, 3.4))
+    ax_loss, ax_scale, ax_val = axes
     for column, label in LOSS_LABELS.items():
-        if column in steps and steps[column].abs().sum() > 0:
+        same_as_total = column != "loss" and "loss" in steps and steps[column].equals(steps["loss"])
+        if column in steps and steps[column].abs().sum() > 0 and not same_as_total:
             ax_loss.plot(steps["step"], steps[column], label=label)
-    ax_loss.set(xlabel="optimizer step", ylabel="training loss (nats)", title="loss terms")
     for column, label in SCALE_LABELS.items():
         if column in steps:
             ax_scale.plot(steps["step"], steps[column], label=label)
-    ax_scale.set(xlabel="optimizer step", ylabel=INVERSE_TEMPERATURE, title="learnable inverse temperatures")
     for column, label in RECALL_LABELS.items():
         if column in epochs:
             ax_val.plot(epochs["epoch"], 100 * epochs[column], marker="o", label=label)
-    _chance_line(ax_val, int(epochs["n"].iloc[-1]) if "n" in epochs and not epochs.empty else None)
-    _epoch_axis(ax_val, epochs)
-    ax_val.set(ylabel="validation R@1 (%)", title="held-out retrieval per epoch")
-    for ax in (ax_loss, ax_scale, ax_val):
-        ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return save_figure(fig, path)
+    return _finish(fig, axes, ("loss terms", "learnable inverse temperatures"), "validation R@1 (%)", epochs,
+                   path, title)
 
 
 def plot_setting_curves(runs: Mapping[str, tuple[pd.DataFrame, pd.DataFrame]], path: Path, title: str = "",
@@ -90,10 +96,8 @@ def plot_setting_curves(runs: Mapping[str, tuple[pd.DataFrame, pd.DataFrame]], p
     optimizer step, mean validation R@1 (%) per epoch with its chance level. ``runs`` maps a legend label to
     that run's (step rows, epoch rows), in legend order; ``colors`` optionally maps labels to colours (runs
     of one method in one colour). Saves a PNG."""
-    plt = pyplot()
-    fig, (ax_loss, ax_scale, ax_val) = plt.subplots(1, 3, figsize=(13, 3.6))
-    n_pairs = None
-    all_epochs = []
+    fig, axes = pyplot().subplots(1, 3, figsize=(13, 3.6))
+    ax_loss, ax_scale, ax_val = axes
     for label, (steps, epochs) in runs.items():
         style = {"label": label, "color": (colors or {}).get(label)}
         if "loss" in steps:
@@ -102,15 +106,6 @@ def plot_setting_curves(runs: Mapping[str, tuple[pd.DataFrame, pd.DataFrame]], p
             ax_scale.plot(steps["step"], steps["logit_scale"], **style)
         if "mean_r@1" in epochs:
             ax_val.plot(epochs["epoch"], 100 * epochs["mean_r@1"], marker="o", **style)
-            n_pairs = int(epochs["n"].iloc[-1]) if "n" in epochs and not epochs.empty else n_pairs
-            all_epochs.append(epochs)
-    ax_loss.set(xlabel="optimizer step", ylabel="training loss (nats)", title="total loss")
-    ax_scale.set(xlabel="optimizer step", ylabel=INVERSE_TEMPERATURE, title="contrastive inverse temperature")
-    _chance_line(ax_val, n_pairs)
-    _epoch_axis(ax_val, pd.concat(all_epochs) if all_epochs else pd.DataFrame())
-    ax_val.set(ylabel="validation mean R@1 (%)", title="held-out retrieval per epoch")
-    for ax in (ax_loss, ax_scale, ax_val):
-        ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return save_figure(fig, path)
+    all_epochs = pd.concat([epochs for _, epochs in runs.values() if not epochs.empty] or [pd.DataFrame()])
+    return _finish(fig, axes, ("total loss", "contrastive inverse temperature"), "validation mean R@1 (%)",
+                   all_epochs, path, title)

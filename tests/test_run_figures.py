@@ -16,9 +16,10 @@ def _fake_run(run_dir, method, val_r1=(0.05, 0.10, 0.08), resumed_epoch=None):
     """log.jsonl (step rows, epoch rows; a resumed run repeats ``resumed_epoch``) and metrics.json."""
     rows = [{"event": "start"}]
     for epoch, r1 in enumerate(val_r1, 1):
+        distill = 0.0 if method == "infonce" else 1.0
         for step in (2 * epoch - 1, 2 * epoch):
-            rows.append({"step": step, "epoch": epoch - 1, "loss": 8.0 - step, "contrastive": 8.0 - step,
-                         "distill": 0.0 if method == "infonce" else 1.0, "logit_scale": 50.0 - step / 10,
+            rows.append({"step": step, "epoch": epoch - 1, "loss": 8.0 - step + distill, "contrastive": 8.0 - step,
+                         "distill": distill, "logit_scale": 50.0 - step / 10,
                          **({} if method == "infonce" else {"distill_logit_scale": 49.0})})
         rows.append({"event": "epoch_end", "epoch": epoch, "val": _val(0.01 if epoch == resumed_epoch else r1)})
         if epoch == resumed_epoch:
@@ -72,7 +73,7 @@ def test_run_curves_label_every_axis_and_draw_the_chance_level(tmp_path, drawn):
     loss, scale, val = drawn[0]
     assert all(ax["y"] and ax["x"] for ax in drawn[0])
     assert "inverse temperature" in scale["y"] and "logit scale" in scale["y"]
-    assert loss["legend"] == ["total", "contrastive"]  # a distillation term that stays 0 is left out
+    assert loss["legend"] == ["total"]  # InfoNCE: no distillation term, the contrastive term is the total
     assert val["x"] == "epoch" and "chance (1/200)" in val["legend"]
 
 
@@ -80,9 +81,11 @@ def test_setting_curves_draw_every_method_with_a_log(tmp_path, drawn):
     profile = load_profile("smoke", {"results_dir": str(tmp_path)})
     for method in ("otter", "infonce"):
         _fake_run(profile.run_dir("tiny-scratch", method, 0), method)
+    stages.run_curves(_fake_run(tmp_path / "kd", "kd"))
     png = stages.setting_curves(profile, "tiny-scratch")
     assert png == layout.setting_curves_path(profile, "tiny-scratch") and png.stat().st_size > 0
-    loss, scale, val = drawn[0]
+    assert drawn[0][0]["legend"] == ["total", "contrastive", "distillation"]  # KD: all three terms
+    loss, scale, val = drawn[1]
     assert loss["legend"] == scale["legend"] == ["InfoNCE", "OTTER"]
     assert "inverse temperature" in scale["y"] and val["y"] == "validation mean R@1 (%)"
     with pytest.raises(FileNotFoundError, match="lite0-minilm"):
