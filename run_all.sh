@@ -30,7 +30,8 @@ ensure_venv() {
   # One resolve: torch/torchvision pins, setuptools<81, pandas<3, webdataset<0.3 live in pyproject.toml.
   if ! { "$VENV/bin/python" -m pip install --quiet --upgrade "pip>=24" \
          && "$VENV/bin/python" -m pip install --quiet -e ".[test]" \
-         && "$VENV/bin/python" -c "import torch, torchvision, clip, ot, img2dataset, papermill, otterlib"; } >"$log" 2>&1
+         && "$VENV/bin/python" -c "import torch, torchvision, ot, img2dataset, papermill, otterlib.models.clip_reference as c
+c.clip_module()"; } >"$log" 2>&1
   then
     cat "$log" >&2
     echo "run_all.sh: setting up $VENV failed (output above, also in $log)" >&2
@@ -40,11 +41,11 @@ ensure_venv() {
   echo "== $VENV ready in $((SECONDS - t0)) s =="
 }
 
-ensure_venv
-# Offline-safe defaults (a profile with offline: true also sets the hub switches).
-# (No MPLBACKEND here: notebook kernels need matplotlib's inline backend; library code picks Agg itself.)
+# Offline-safe defaults, also for the set-up's import check (a profile with offline: true also sets the hub
+# switches). (No MPLBACKEND here: notebook kernels need matplotlib's inline backend; library code picks Agg.)
 export NO_ALBUMENTATIONS_UPDATE=1 WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false
 export no_proxy="127.0.0.1,localhost${no_proxy:+,$no_proxy}"
+ensure_venv
 export PATH="$PWD/$VENV/bin:$PATH"
 
 if [ "${1:-}" = "--test" ]; then

@@ -5,7 +5,7 @@ Plan: ``00_setup`` → ``01_download_cc3m`` → ``02_prepare_eval_sets`` → ``0
 Executed copies land under ``results/<profile>/``; a step whose outputs exist is skipped unless
 ``--force``. A failure stops the run with the failed notebook, its parameters and the executed copy
 that holds the traceback. Either way the executed notebooks are then rendered to HTML with an index page
-(:mod:`otterlib.html_report`), and the run ends with a summary: table, HTML index, OTTER's tally, time.
+(:mod:`otterlib.html_report`), and the run ends with a summary: table, HTML index, OTTER's tally, total time.
 
 The console gets one line per step (on a terminal, the running step's line is shown while it runs).
 Kernels run headless (``OTTER_HEADLESS=1``: progress bars as text, :mod:`otterlib.progress`), over
@@ -222,14 +222,15 @@ def run(profile_name: str = "smoke", overrides: dict[str, Any] | None = None, fo
     if status:
         status("rendering the executed notebooks to HTML ...")
     index = build_site(profile)
-    echo(f"{'Stopped' if code else 'Finished'} in {_fmt(time.time() - t0)}: {ran} notebooks run, {skipped} skipped.")
     for line in summary(profile, index):
         echo(line)
+    echo(f"{'Stopped' if code else 'Finished'} in {_fmt(time.time() - t0)}: {ran} notebooks run, {skipped} skipped.")
     return code
 
 
 def summary(profile: Profile, index: Path) -> list[str]:
-    """The closing lines of a run: the comparison table (if 05 wrote one), the HTML index, OTTER's tally."""
+    """The closing lines of a run before its total time: the comparison table (if 05 wrote one), the HTML
+    index, OTTER's tally (if 05 wrote one)."""
     tables = layout.tables_dir(profile)
     lines = [f"Comparison table: {layout.table_path(profile)}"] if layout.table_path(profile).is_file() else []
     lines.append(f"HTML index: {index}")
