@@ -19,26 +19,33 @@ fi
 [ -n "$PYTHON" ] || { echo "run_all.sh: no python3.11 / python3 found; set PYTHON=/path/to/python3.11" >&2; exit 2; }
 
 ensure_venv() {
-  local stamp="$VENV/.otter-install-stamp" want
+  local stamp="$VENV/.otter-install-stamp" log="$VENV/otter-setup.log" want t0=$SECONDS
   want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
   if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     return
   fi
-  echo "== setting up $VENV with $($PYTHON --version 2>&1) (first run: several minutes, ~7 GB) =="
+  echo "== setting up $VENV with $($PYTHON --version 2>&1) (first run: several minutes, ~7 GB; log: $log) =="
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install --quiet --upgrade "pip>=24" 2>&1 | grep -v "^WARNING: Location" || true
+  # pip and the import check write to the log only; it is printed if a step fails.
   # One resolve: torch/torchvision pins, setuptools<81, pandas<3, webdataset<0.3 live in pyproject.toml.
-  "$VENV/bin/python" -m pip install --quiet -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
-  "$VENV/bin/python" -c "import torch, torchvision, clip, ot, img2dataset, papermill, otterlib" \
-    || { echo "run_all.sh: installation failed (see pip output above)" >&2; exit 2; }
+  if ! { "$VENV/bin/python" -m pip install --quiet --upgrade "pip>=24" \
+         && "$VENV/bin/python" -m pip install --quiet -e ".[test]" \
+         && "$VENV/bin/python" -c "import torch, torchvision, ot, img2dataset, papermill, otterlib.models.clip_reference as c
+c.clip_module()"; } >"$log" 2>&1
+  then
+    cat "$log" >&2
+    echo "run_all.sh: setting up $VENV failed (output above, also in $log)" >&2
+    exit 2
+  fi
   echo "$want" > "$stamp"
+  echo "== $VENV ready in $((SECONDS - t0)) s =="
 }
 
-ensure_venv
-# Offline-safe defaults (a profile with offline: true also sets the hub switches).
-# (No MPLBACKEND here: notebook kernels need matplotlib's inline backend; library code picks Agg itself.)
+# Offline-safe defaults, also for the set-up's import check (a profile with offline: true also sets the hub
+# switches). (No MPLBACKEND here: notebook kernels need matplotlib's inline backend; library code picks Agg.)
 export NO_ALBUMENTATIONS_UPDATE=1 WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false
 export no_proxy="127.0.0.1,localhost${no_proxy:+,$no_proxy}"
+ensure_venv
 export PATH="$PWD/$VENV/bin:$PATH"
 
 if [ "${1:-}" = "--test" ]; then

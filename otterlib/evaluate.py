@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from otterlib.data.evalsets import MultiLabelEvalSet, Transform, clean_variant, collate_padded
+from otterlib.progress import progress_bar
 from otterlib.templates import PAPER_TEMPLATES, class_captions
 
 DEFAULT_KS: tuple[int, ...] = (1, 2, 5, 10)
@@ -242,7 +242,7 @@ def topk_chunked(image_emb: torch.Tensor, class_emb: torch.Tensor, k: int, chunk
     out_values = torch.empty(n, k, dtype=dtype)
     out_indices = torch.empty(n, k, dtype=torch.long)
     with torch.no_grad():
-        for s in tqdm(range(0, n, chunk_size), desc="top-k", leave=False, disable=n <= chunk_size):
+        for s in progress_bar(range(0, n, chunk_size), desc="top-k", leave=False, disable=n <= chunk_size):
             images = image_emb[s:s + chunk_size].to(dev, dtype)
             best_v, best_i = sorted_topk(images @ classes[:step].T, k)
             for c0 in range(step, n_classes, step):
@@ -346,7 +346,7 @@ def encode_class_names(model: Any, class_names: Sequence[Sequence[str]], templat
     n_classes = len(class_names)
     sums: torch.Tensor | None = None
     with _eval_mode(model), torch.no_grad():
-        for s in tqdm(range(0, len(captions), batch_size), desc="class captions", leave=False):
+        for s in progress_bar(range(0, len(captions), batch_size), desc="class captions", leave=False):
             batch = captions[s:s + batch_size]
             emb = model.encode_text(batch)
             if emb.dim() != 2 or emb.shape[0] != len(batch):
@@ -373,7 +373,7 @@ def encode_images(model: Any, eval_set: MultiLabelEvalSet, transform: Transform 
                         num_workers=num_workers, collate_fn=functools.partial(collate_padded, return_kept=True))
     embeddings, kept_all = [], []
     with _eval_mode(model), torch.no_grad():
-        for images, _, kept in tqdm(loader, desc=f"{eval_set.name} images", leave=False):
+        for images, _, kept in progress_bar(loader, desc=f"{eval_set.name} images", leave=False):
             kept_all.append(kept)
             if images.shape[0] == 0:
                 continue

@@ -93,3 +93,23 @@ def tables_dir(profile: Profile) -> Path:
 def table_path(profile: Profile) -> Path:
     """The final comparison table (Markdown); CSV and plots sit beside it."""
     return tables_dir(profile) / "comparison.md"
+
+
+def training_curves_path(run_dir: Path) -> Path:
+    """One run's loss, inverse-temperature and validation curves (PNG, drawn by 03)."""
+    return Path(run_dir) / "training_curves.png"
+
+
+def setting_curves_path(profile: Profile, setting: str) -> Path:
+    """The training curves of every run of a setting in one figure (PNG, beside the tables)."""
+    return tables_dir(profile) / f"training_{setting}.png"
+
+
+def html_dir(profile: Profile) -> Path:
+    """HTML copies of the executed notebooks (``<path under results/<profile>>.html``) and their index."""
+    return profile.results_root / "html"
+
+
+def html_index_path(profile: Profile) -> Path:
+    """The page that links every executed notebook in stage order and shows the table, tally and plots."""
+    return html_dir(profile) / "index.html"

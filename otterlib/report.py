@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from otterlib.env import REPO_ROOT
+from otterlib.plots import pyplot as _pyplot, save_figure as _save
 
 METHOD_ORDER: tuple[str, ...] = ("infonce", "label_smoothing", "kd", "otter")
 METHOD_LABELS: dict[str, str] = {"infonce": "InfoNCE", "label_smoothing": "LS", "kd": "KD", "otter": "OTTER",
@@ -127,6 +128,15 @@ def tally_summary(t: pd.DataFrame) -> str:
             f"(wins or ties {w + ti}/{len(t)}; the paper: 34/42)")
 
 
+def read_tally_summary(path: Path) -> str:
+    """:func:`tally_summary` of a ``tally.csv`` written by :func:`write_tables`."""
+    try:
+        t = pd.read_csv(path)
+    except pd.errors.EmptyDataError:  # no complete cell: the tally was written without columns
+        t = pd.DataFrame()
+    return tally_summary(t)
+
+
 def bootstrap_ci(hits: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of a per-image 0/1 hit vector (N,)."""
     hits = np.asarray(hits, dtype=np.float64)
@@ -219,25 +229,6 @@ def paired_bootstrap_pvalue(hits_a: np.ndarray, hits_b: np.ndarray, n_boot: int 
     idx = rng.integers(0, a.size, size=(n_boot, a.size))
     diffs = (a[idx] - b[idx]).mean(axis=1)
     return float((diffs <= 0).mean())
-
-
-def _pyplot():
-    """matplotlib.pyplot on the Agg backend (files only; notebooks display the saved PNGs)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    """Save a figure as a 120-dpi PNG (creating the folder) and close it."""
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    _pyplot().close(fig)
-    return path
 
 
 def plot_comparison(rows: pd.DataFrame, path: Path, metrics: Sequence[str] = TABLE_METRICS) -> Path:

@@ -4,7 +4,14 @@ Plan: ``00_setup`` → ``01_download_cc3m`` → ``02_prepare_eval_sets`` → ``0
 (setting, method, seed) → ``04_evaluate`` for every such run and reference model → ``05_results``.
 Executed copies land under ``results/<profile>/``; a step whose outputs exist is skipped unless
 ``--force``. A failure stops the run with the failed notebook, its parameters and the executed copy
-that holds the traceback.
+that holds the traceback. Either way the executed notebooks are then rendered to HTML with an index page
+(:mod:`otterlib.html_report`), and the run ends with a summary: table, HTML index, OTTER's tally, total time.
+
+The console gets one line per step (on a terminal, the running step's line is shown while it runs).
+Kernels run headless (``OTTER_HEADLESS=1``: progress bars as text, :mod:`otterlib.progress`), over
+CurveZMQ-encrypted loopback sockets when pyzmq and the kernel support it (so ipykernel does not warn about
+plain-text TCP), and each cell's stream output is merged with its carriage returns resolved, so that a
+saved progress bar shows its last state.
 
 ``--setting NAME`` (repeatable) keeps the 03/04 steps of those settings and the shared steps, so that
 separate machines can each run settings into one shared ``results/``: the shared steps' executed copies
@@ -16,16 +23,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from nbformat import NotebookNode
+from traitlets.config import Config
+
 from otterlib.config import Profile, load_profile
 from otterlib.env import REPO_ROOT, configure_offline
-from otterlib import layout
+from otterlib import layout, report
+from otterlib.html_report import build_site
 from otterlib.plans import compute_plan, disk_plan, select_settings, source_notes
+from otterlib.progress import HEADLESS_ENV
 
 NOTEBOOK_DIR: Path = REPO_ROOT / "notebooks"
 KERNEL_NAME = "otter"
@@ -117,17 +130,43 @@ def ensure_kernel() -> str:
     return KERNEL_NAME
 
 
+def kernel_config() -> Config:
+    """Traitlets config for the runner's kernel managers: CurveZMQ transport encryption where pyzmq has it
+    (``auto`` provisions keys when the kernelspec declares support, as ipykernel's does)."""
+    import zmq
+
+    config = Config()
+    config.KernelManager.transport_encryption = "auto" if zmq.has("curve") else "disabled"
+    return config
+
+
+def tidy_streams(cell: NotebookNode, cell_index: int, **_: Any) -> None:
+    """Merge a cell's consecutive stdout (stderr) outputs and resolve carriage returns: a text progress bar
+    keeps only its last state (nbclient hook ``on_cell_executed``, run before papermill saves the cell)."""
+    from nbconvert.preprocessors import CoalesceStreamsPreprocessor
+
+    CoalesceStreamsPreprocessor().preprocess_cell(cell, {}, cell_index)
+
+
 def execute(step: Step, force: bool) -> None:
-    """Run one notebook with papermill; raises :class:`StepFailed` on any error."""
+    """Run one notebook with papermill in a headless kernel; raises :class:`StepFailed` on any error."""
     import papermill as pm
 
     step.output.parent.mkdir(parents=True, exist_ok=True)
     params = step.parameters | {"force": force}
+    previous = os.environ.get(HEADLESS_ENV)
+    os.environ[HEADLESS_ENV] = "1"  # inherited by the kernel papermill starts
     try:
         pm.execute_notebook(str(NOTEBOOK_DIR / f"{step.notebook}.ipynb"), str(step.output), parameters=params,
-                            cwd=str(NOTEBOOK_DIR), progress_bar=False, kernel_name=ensure_kernel())
+                            cwd=str(NOTEBOOK_DIR), progress_bar=False, kernel_name=ensure_kernel(),
+                            config=kernel_config(), on_cell_executed=tidy_streams)
     except Exception as err:  # papermill raises PapermillExecutionError, nbclient errors, or OSError
         raise StepFailed(step, err) from err
+    finally:
+        if previous is None:
+            os.environ.pop(HEADLESS_ENV)
+        else:
+            os.environ[HEADLESS_ENV] = previous
 
 
 def _display(path: Path) -> str:
@@ -143,9 +182,10 @@ def _fmt(seconds: float) -> str:
 
 def run(profile_name: str = "smoke", overrides: dict[str, Any] | None = None, force: bool = False,
         only: set[str] | None = None, echo: Callable[[str], None] = print, dry_run: bool = False,
-        settings: list[str] | None = None) -> int:
+        settings: list[str] | None = None, status: Callable[[str], None] | None = None) -> int:
     """Execute the plan (``dry_run``: only list it, with what would be skipped, and the compute and disk plans);
-    returns a process exit code (0 ok, 1 a notebook failed)."""
+    returns a process exit code (0 ok, 1 a notebook failed). ``echo`` gets one line per step and the summary;
+    ``status`` (a terminal's transient line) is told which step is running."""
     profile = load_profile(profile_name, overrides)
     configure_offline(profile.offline)
     steps = plan(profile, overrides, only, settings)
@@ -159,7 +199,7 @@ def run(profile_name: str = "smoke", overrides: dict[str, Any] | None = None, fo
         echo("\n".join(["", *source_notes(profile, settings)]))
         return 0
     t0 = time.time()
-    ran, skipped = 0, 0
+    ran, skipped, code = 0, 0, 0
     echo(f"OTTER suite: profile '{profile.name}' ({profile.description}); {len(steps)} steps; "
          f"results in {profile.results_root}")
     for i, step in enumerate(steps, 1):
@@ -168,20 +208,47 @@ def run(profile_name: str = "smoke", overrides: dict[str, Any] | None = None, fo
             echo(f"{prefix}: outputs exist, skipped (--force redoes it)")
             skipped += 1
             continue
-        echo(f"{prefix} ...")
+        if status:
+            status(f"{prefix} ...")
         t_step = time.time()
         try:
             execute(step, force)
         except StepFailed as err:
             echo(f"FAILED after {_fmt(time.time() - t0)}: {err}")
-            return 1
+            code = 1
+            break
         ran += 1
         echo(f"{prefix}: done in {time.time() - t_step:.1f} s -> {_display(step.output)}")
-    table = layout.table_path(profile)
-    echo(f"Finished in {_fmt(time.time() - t0)}: {ran} notebooks run, {skipped} skipped.")
-    if table.is_file():
-        echo(f"Comparison table: {table}")
-    return 0
+    if status:
+        status("rendering the executed notebooks to HTML ...")
+    index = build_site(profile)
+    for line in summary(profile, index):
+        echo(line)
+    echo(f"{'Stopped' if code else 'Finished'} in {_fmt(time.time() - t0)}: {ran} notebooks run, {skipped} skipped.")
+    return code
+
+
+def summary(profile: Profile, index: Path) -> list[str]:
+    """The closing lines of a run before its total time: the comparison table (if 05 wrote one), the HTML
+    index, OTTER's tally (if 05 wrote one)."""
+    tables = layout.tables_dir(profile)
+    lines = [f"Comparison table: {layout.table_path(profile)}"] if layout.table_path(profile).is_file() else []
+    lines.append(f"HTML index: {index}")
+    if (tables / "tally.csv").is_file():
+        lines.append(f"Tally: {report.read_tally_summary(tables / 'tally.csv')}")
+    return lines
+
+
+def terminal_lines() -> tuple[Callable[[str], None], Callable[[str], None]]:
+    """(echo, status) for a terminal: ``status`` shows a transient line (the running step), which the next
+    ``echo`` line replaces, so that each step leaves one line."""
+    def status(text: str) -> None:
+        print(f"\r\033[K{text}", end="", flush=True)
+
+    def echo(text: str) -> None:
+        print(f"\r\033[K{text}", flush=True)
+
+    return echo, status
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -208,8 +275,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dry-run", action="store_true", help="list the steps (and which would be skipped), run none")
     args = parser.parse_args(argv)
     try:
+        echo, status = terminal_lines() if sys.stdout.isatty() else (print, None)
         code = run(args.profile, dict(args.set), args.force, set(args.only) if args.only else None,
-                   dry_run=args.dry_run, settings=args.setting)
+                   echo=echo, dry_run=args.dry_run, settings=args.setting, status=status)
     except (FileNotFoundError, ValueError) as err:  # a bad profile, override or setting name
         parser.exit(2, f"run_all.sh: {err}\n")
     sys.exit(code)

@@ -511,10 +511,10 @@ def validate(model: nn.Module, cfg: RunConfig, device: torch.device, logit_scale
 
 
 def _progress_bar(enabled: bool, total: int, initial: int, cfg: RunConfig):
-    from tqdm.auto import tqdm
+    from otterlib.progress import progress_bar
 
-    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True,
-                desc=f"{cfg.setting}/{cfg.method}")
+    return progress_bar(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True,
+                        desc=f"{cfg.setting}/{cfg.method}")
 
 
 def torchrun_command(cfg: RunConfig, config_path: Path, torchrun: str = "torchrun") -> list[str]:

@@ -6,10 +6,11 @@ from otterlib.data import synthetic
 from otterlib.data.evalsets import load_tencent_in10k
 from otterlib.evaluate import evaluate_zero_shot
 from otterlib.models import load_clip_reference
+from otterlib.models.clip_reference import clip_module
 
 
 def _tiny_clip_checkpoint(path):
-    from clip.model import CLIP
+    CLIP = clip_module().model.CLIP  # imported as the library does: without the pkg_resources warning
 
     torch.manual_seed(0)
     model = CLIP(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=16,

@@ -2,6 +2,7 @@
 import json
 import re
 
+import nbformat
 import pandas as pd
 import pytest
 
@@ -72,6 +73,22 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     for nb in ("00_setup", "01_download_cc3m", "02_prepare_eval_sets", "05_results"):
         assert (root / f"{nb}.ipynb").is_file()
     assert any(line.startswith("Comparison table: ") for line in lines)
+
+    # the console: a header, one line per step, then the table, the HTML index, the tally (and nothing else)
+    assert len(lines) == 1 + len(runner.plan(profile)) + 4, "\n".join(lines)
+    index = root / "html" / "index.html"
+    assert f"HTML index: {index}" in lines and f"Tally: {summary}" in lines
+    page = index.read_text()
+    assert "<table" in page and "OTTER" in page and summary in page and 'src="figures/training_tiny-scratch.png"' in page
+    executed = sorted(root.rglob("*.ipynb"))
+    for nb_path in executed:  # every executed notebook has its HTML copy, linked from the index
+        rel = nb_path.relative_to(root).with_suffix(".html").as_posix()
+        assert (root / "html" / rel).is_file() and f'href="{rel}"' in page
+        outputs = [o for c in nbformat.read(nb_path, as_version=4).cells for o in c.get("outputs", [])]
+        assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs), nb_path
+    train_nb = nbformat.read(root / "tiny-scratch" / "otter" / "seed0" / "03_train.ipynb", as_version=4)
+    bars = [o.text for c in train_nb.cells for o in c.get("outputs", []) if o.get("name") == "stdout"]
+    assert any(text.startswith("tiny-scratch/otter: 100%") and "3/3" in text for text in bars), bars
 
     rerun = []  # idempotent: everything but set-up and the tables is skipped
     assert runner.run("smoke", overrides, echo=rerun.append) == 0

@@ -125,3 +125,30 @@ def test_paper_dry_run_lists_the_grid_and_its_compute_and_disk_plans(tmp_path):
     assert "6,481 x 10" in compute and "unmeasured" in compute
     disk = text.split("Disk plan")[1]
     assert all(source in disk for source in ("cc3m", "yfcc15m", "wit")) and "3,334,173" in disk
+
+
+def test_tidy_streams_keeps_a_bars_last_state_in_place():
+    out = nbformat.v4.new_output
+    cell = nbformat.v4.new_code_cell("...")
+    cell.outputs = [out("stream", name="stdout", text="start\n"), out("stream", name="stdout", text="\rx:   0%| 0/3"),
+                    out("stream", name="stdout", text="\rx: 100%| 3/3\n"), out("display_data", data={"text/plain": "1"}),
+                    out("stream", name="stdout", text="end\n")]
+    runner.tidy_streams(cell, 0)
+    assert [(o.output_type, o.get("text")) for o in cell.outputs] == [
+        ("stream", "start\nx: 100%| 3/3\n"), ("display_data", None), ("stream", "end\n")]
+
+
+@pytest.mark.slow
+def test_a_headless_kernel_saves_text_bars_at_100_percent_and_warns_of_nothing(tmp_path, monkeypatch, capfd):
+    nb_dir = tmp_path / "notebooks"
+    nb_dir.mkdir()
+    _notebook(nb_dir / "00_setup.ipynb", "import time\nfrom otterlib.progress import progress_bar\n"
+                                         "for _ in progress_bar(range(3), desc='steps', leave=False, mininterval=0):\n"
+                                         "    time.sleep(0.05)")
+    monkeypatch.setattr(runner, "NOTEBOOK_DIR", nb_dir)
+    step = runner.Step("00_setup", tmp_path / "out.ipynb", {"profile": "smoke", "overrides": {}})
+    runner.execute(step, force=False)
+    outputs = nbformat.read(step.output, as_version=4).cells[-1].outputs
+    assert len(outputs) == 1 and outputs[0].name == "stdout"  # no widget, one merged stream
+    assert outputs[0].text.startswith("steps: 100%") and "3/3" in outputs[0].text and "\r" not in outputs[0].text
+    assert "without encryption" not in capfd.readouterr().err

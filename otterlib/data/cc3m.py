@@ -695,7 +695,7 @@ def index_existing_shards(folder: str | Path, pattern: str = "*.tar") -> Downloa
     ``failures_by_status`` and not counted. Rows that failed when
     the copy was made are unknown, so ``n_rows`` counts only the keys present.
     """
-    from tqdm.auto import tqdm
+    from otterlib.progress import progress_bar
 
     folder = Path(folder)
     tars = sorted(folder.glob(pattern)) if folder.is_dir() else []
@@ -704,7 +704,7 @@ def index_existing_shards(folder: str | Path, pattern: str = "*.tar") -> Downloa
     shard_paths: list[Path] = []
     shard_sizes: list[int] = []
     no_image = no_text = 0
-    for tar_path in tqdm(tars, desc=f"indexing {folder.name}", unit="tar"):
+    for tar_path in progress_bar(tars, desc=f"indexing {folder.name}", unit="tar"):
         try:
             index = index_tar(tar_path)
         except ShardReadError as err:

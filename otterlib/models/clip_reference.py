@@ -1,7 +1,9 @@
 """OpenAI CLIP (via clip-anytorch) as an eval-only reference model with the suite's model interface."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
@@ -9,6 +11,15 @@ from torch import nn
 
 REFERENCE_MODELS: dict[str, str] = {"clip_rn50": "RN50", "clip_vit_b32": "ViT-B/32"}
 """Reference-row name -> clip-anytorch model name (or a path to a saved CLIP state dict)."""
+
+
+def clip_module() -> ModuleType:
+    """``import clip`` (clip-anytorch) without its "pkg_resources is deprecated" warning: clip imports
+    ``pkg_resources``, which setuptools < 81 (pinned for it) still ships and announces on every import."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        import clip
+    return clip
 
 
 class ClipReference(nn.Module):
@@ -26,8 +37,7 @@ class ClipReference(nn.Module):
 
     @torch.no_grad()
     def encode_text(self, captions: list[str]) -> torch.Tensor:
-        import clip
-
+        clip = clip_module()
         device = next(self.clip.parameters()).device
         tokens = clip.tokenize(list(captions), truncate=True).to(device)
         return F.normalize(self.clip.encode_text(tokens).float(), dim=-1)
@@ -39,7 +49,7 @@ def load_clip_reference(name: str = "clip_rn50", device: str | torch.device = "c
 
     Offline, the download fails fast; the error says how to pre-fetch the weights.
     """
-    import clip
+    clip = clip_module()
 
     model_name = REFERENCE_MODELS.get(name, name)
     if not Path(model_name).is_file() and model_name not in clip.available_models():

@@ -108,6 +108,7 @@ def create_hf_text_encoder(model_id: str, pretrained: bool, max_tokens: int,
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # the pooler we do not use is reported as an "unexpected key" otherwise
+    hf_logging.disable_progress_bar()  # "Loading weights 0/101": a widget that executed notebooks save at 0 %
     _check_attention(attn_implementation)
     attn = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
 
