@@ -51,7 +51,7 @@ def eval_prepared_marker(eval_set: EvalSetConfig) -> Path:
 def training_data_ready(profile: Profile) -> bool:
     """Both training and validation shards have a readable ``sizes.json`` (its tars present), and it says that
     every input row was processed (or ``data.allow_partial`` accepts a partial download)."""
-    from otterlib.data.cc3m import load_manifest
+    from otterlib.data.manifest import load_manifest
 
     for split in ("train", "val"):
         try:

@@ -21,7 +21,8 @@ import pandas as pd
 from otterlib import layout
 from otterlib.benchmarks import BENCHMARKS_PATH, BenchmarkRecord, load_benchmarks
 from otterlib.config import Profile, SettingConfig, TrainConfig, setting_train
-from otterlib.data.cc3m import EXPECTED_BYTES_PER_IMAGE, load_manifest
+from otterlib.data.manifest import load_manifest
+from otterlib.data.preflight import EXPECTED_BYTES_PER_IMAGE
 from otterlib.data.sources import training_source
 
 BYTES_PER_ROW_256: int = EXPECTED_BYTES_PER_IMAGE

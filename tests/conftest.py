@@ -26,7 +26,7 @@ def write_pair_shards(folder: Path, n: int, seed: int, image_size: int = 32, per
 
     import webdataset as wds
 
-    from otterlib.data.cc3m import index_existing_shards
+    from otterlib.data.manifest import index_existing_shards
     from otterlib.data.synthetic import generate_pairs, render_scene
 
     folder.mkdir(parents=True, exist_ok=True)

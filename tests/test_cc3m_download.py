@@ -14,9 +14,11 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from otterlib.data.cc3m import (LARGE_RUN_ROWS, DownloadOptions, PreflightError, classify_failure, download_cc3m,
-                                failure_histogram, fetch_cc3m_tsv, index_existing_shards, load_manifest, preflight,
-                                read_cc3m_tsv, read_download_stats)
+from otterlib.data.download import DownloadOptions, read_download_stats
+from otterlib.data.failures import classify_failure, failure_histogram
+from otterlib.data.manifest import index_existing_shards, load_manifest
+from otterlib.data.preflight import LARGE_RUN_ROWS, PreflightError, preflight
+from otterlib.data.sources.cc3m import download_cc3m, fetch_cc3m_tsv, read_cc3m_tsv
 from otterlib.data.loopback import LoopbackImageServer, QuietHandler, serve_directory
 
 
@@ -267,7 +269,7 @@ def test_download_stores_exactly_the_good_rows(downloaded):
     assert summary.success_rate == pytest.approx(7 / 10)
     assert [p.name for p in summary.shard_paths] == ["00000.tar", "00001.tar", "00002.tar"]
     assert summary.shard_sizes == [3, 2, 2]
-    table = failure_histogram(out)
+    table = failure_histogram(read_download_stats(out))
     assert table["status"].tolist() == ["HTTP Error 404", "Image decoding error"]
     assert table["count"].tolist() == [2, 1] and table["fraction"].tolist() == pytest.approx([0.2, 0.1])
 

@@ -28,7 +28,7 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from otterlib.data.cc3m import run_img2dataset
+from otterlib.data.download import run_img2dataset
 
 STAGING = "_img2dataset"
 INTEGRITY_FILE = "_integrity.json"

@@ -11,7 +11,7 @@ from otterlib.config import Profile
 
 
 def _download_options(profile: Profile) -> dict[str, Any]:
-    """The profile's img2dataset options (``None`` fields left to :func:`otterlib.data.cc3m.download_cc3m`)."""
+    """The profile's img2dataset options (``None`` fields left to :func:`otterlib.data.sources.cc3m.download_cc3m`)."""
     return {k: v for k, v in asdict(profile.data.download).items() if v is not None}
 
 
@@ -22,7 +22,9 @@ def prepare_training_data(profile: Profile, force: bool = False) -> dict[str, An
     the real img2dataset path. ``cc3m``: the official TSVs (fetched when absent). ``webdataset``: index an
     existing folder of tars. Returns ``{split: DownloadSummary}``.
     """
-    from otterlib.data import cc3m
+    from otterlib.data.download import read_download_stats
+    from otterlib.data.manifest import index_existing_shards, load_manifest
+    from otterlib.data.sources import cc3m
 
     data = profile.data
     root = layout.data_root(data)
@@ -41,8 +43,8 @@ def prepare_training_data(profile: Profile, force: bool = False) -> dict[str, An
             for split, tsv_name in (("train", "Train_GCC-training.tsv"), ("val", "Validation_GCC-1.1.0-Validation.tsv")):
                 out = layout.shard_dir(data, split)
                 manifest = layout.manifest_path(data, split)
-                if manifest.is_file() and cc3m.load_manifest(manifest).complete:  # reuse (force removed it above)
-                    summaries[split] = cc3m.read_download_stats(out)
+                if manifest.is_file() and load_manifest(manifest).complete:  # reuse (force removed it above)
+                    summaries[split] = read_download_stats(out)
                     continue
                 # An unfinished or incomplete download's TSV named the previous server's port: the URLs changed,
                 # start over.
@@ -63,7 +65,7 @@ def prepare_training_data(profile: Profile, force: bool = False) -> dict[str, An
             summaries[split] = cc3m.download_cc3m(tsv, layout.shard_dir(data, split), max_rows=max_rows, **options)
         return summaries
     if data.source == "webdataset":
-        summaries = {"train": cc3m.index_existing_shards(layout.shard_dir(data, "train"))}
+        summaries = {"train": index_existing_shards(layout.shard_dir(data, "train"))}
         val_tsv = Path(data.val_tsv) if data.val_tsv else root / "Validation_GCC-1.1.0-Validation.tsv"
         if not val_tsv.is_file():
             cc3m.fetch_cc3m_tsv(val_tsv, url=cc3m.OFFICIAL_VALIDATION_URL)
