@@ -39,10 +39,15 @@ class SyntheticConfig:
 
 @dataclass
 class DownloadConfig:
-    """img2dataset options (see :func:`otterlib.data.download_cc3m`)."""
+    """img2dataset options shared by every source's download (see :class:`otterlib.data.download.DownloadOptions`)."""
 
     image_size: int = 256
     resize_mode: str = "keep_ratio"
+    distributor: str = "multiprocessing"
+    """img2dataset's ``distributor``: ``multiprocessing`` (this machine) or ``pyspark`` (a Spark cluster,
+    ``docs/paper_grid.md``)."""
+    spark_config: dict[str, str] = field(default_factory=dict)
+    """With ``pyspark``: the Spark session's settings, e.g. ``{"spark.master": "spark://head:7077"}``."""
     processes_count: int = 16
     thread_count: int = 64
     retries: int = 2

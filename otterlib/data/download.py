@@ -1,6 +1,9 @@
-"""img2dataset runs: a list of (caption, url) rows -> webdataset shards, resumable, with live progress.
+"""One download path for every training source: a (caption, url) table -> webdataset shards + ``sizes.json``.
 
-Output layout of a download (``output_dir`` is img2dataset's output folder)::
+:func:`download_pairs` takes the pairs of any source (:mod:`otterlib.data.sources` parses each source's
+official metadata into them) and runs img2dataset with the shared options (:class:`DownloadOptions`: 256 px,
+``keep_ratio``, JPEG q95, resumable), then writes the manifest with the completeness check
+(:mod:`otterlib.data.manifest`). Output layout (``output_dir`` is img2dataset's output folder)::
 
     output_dir/
       00000.tar           <key>.jpg, <key>.txt (caption), <key>.json (img2dataset metadata); failed rows absent
@@ -14,16 +17,18 @@ Keys are ``f"{shard:05d}{row_in_shard:0{digits}d}"`` with ``digits = ceil(log10(
 so a key maps back to input row ``shard * number_sample_per_shard + row_in_shard`` (0-based).
 
 Resuming: img2dataset skips every shard that has a ``*_stats.json`` (``incremental_mode="incremental"``),
-so rerunning the same call after an interruption continues where it stopped, without duplicates. A
-rerun with other rows or other image options into the same folder is refused (``_source/request.json``).
-img2dataset reads every top-level ``*.json`` of its output folder as a shard's stats, so a download
-removes a stale ``sizes.json`` before it starts and writes it again at the end.
+so rerunning the same call after an interruption continues where it stopped, without duplicates. A rerun
+with other rows (compared by their SHA-256) or other image options into the same folder is refused
+(``_source/request.json``). img2dataset reads every top-level ``*.json`` of its output folder as a shard's
+stats, so a download removes a stale ``sizes.json`` before it starts and writes it again at the end.
 
-Live progress: img2dataset runs in a child process whose output (the shard progress bar and, every
-5 s, lines like ``total - success: 0.880 - failed to download: 0.100 - ... - count: 40000``) is relayed
-line by line to this process's ``sys.stdout`` -- in a notebook it appears under the running cell --
-and appended to ``_source/download.log``. Running it as a child also keeps img2dataset's SIGINT handler
-and worker processes out of a notebook kernel; interrupting the cell stops the child cleanly.
+Console: img2dataset's own output goes only to ``_source/download.log``; the caller sees one progress line
+(:mod:`otterlib.data.img2dataset_child`) and the outcome.
+
+Beyond one machine: ``distributor="pyspark"`` hands the shards to img2dataset's Spark distributor, on the
+cluster that ``spark_config`` names (e.g. ``{"spark.master": "spark://head:7077"}``; empty: a local
+session of ``processes_count`` cores). ``output_dir`` must then be a folder every Spark worker sees at the same
+path (a shared file system): the workers read the input shards img2dataset writes there and write the tars.
 """
 from __future__ import annotations
 
@@ -32,35 +37,43 @@ import os
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # else every img2dataset import phones home
 os.environ.setdefault("WANDB_MODE", "disabled")
 
-import codecs
+import hashlib
+import importlib.metadata
+import importlib.util
 import inspect
 import json
-import signal
-import subprocess
-import sys
-import time
-from dataclasses import dataclass, field, fields
+import shutil
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from otterlib.data.failures import classify_status_dict
-from otterlib.data.manifest import MANIFEST_NAME, DownloadSummary
+from otterlib.data.img2dataset_child import ProgressLine, run_img2dataset
+from otterlib.data.manifest import MANIFEST_NAME, DownloadSummary, write_manifest
+from otterlib.data.preflight import EXPECTED_BYTES_PER_IMAGE, preflight
+from otterlib.data.sources import PAIR_COLUMNS
 
 SOURCE_DIR: str = "_source"
 """Inside a download folder: the input rows, the request (to refuse a mismatched resume) and the log."""
 
+DISTRIBUTORS: tuple[str, ...] = ("multiprocessing", "pyspark")
+"""img2dataset's ``distributor`` values offered here: processes on this machine, or a Spark cluster."""
+
 _RESIZE_MODES = ("no", "keep_ratio", "keep_ratio_largest", "center_crop", "border")
 _FIXED_IMG2DATASET_ARGS = frozenset({
     "url_list", "output_folder", "input_format", "url_col", "caption_col", "output_format", "enable_wandb",
-    "wandb_project", "distributor", "incremental_mode", "save_additional_columns", "bbox_col",
+    "wandb_project", "incremental_mode", "save_additional_columns", "bbox_col",
 })
 
 
 @dataclass(frozen=True)
 class DownloadOptions:
-    """Keyword options of :func:`download_cc3m` (all plain values, so a notebook parameters cell can set them).
+    """Keyword options of :func:`download_pairs` (all plain values, so a notebook parameters cell can set them).
 
     Fields marked *layout* decide the shard contents and must not change between a run and its
     resumption; the others (processes, threads, timeout, retries, ...) may.
@@ -78,22 +91,28 @@ class DownloadOptions:
     encode_quality: int = 95
     """*layout*: JPEG quality."""
     number_sample_per_shard: int = 10_000
-    """*layout*: TSV rows per shard (CC3M train -> 332 shards). The training loader splits whole shards
+    """*layout*: input rows per shard (CC3M train -> 332 shards). The training loader splits whole shards
     among ranks x workers, so smaller shards balance them better."""
     min_image_size: int = 0
     """*layout*: drop images whose shorter side is below this (img2dataset ``min_image_size``)."""
     max_aspect_ratio: float | None = None
     """*layout*: drop images with ``long/short`` above this; None = no limit."""
     max_rows: int | None = None
-    """*layout*: download only the first N rows of the TSV (e.g. a single-GPU subset); None = all."""
+    """*layout*: download only the first N rows of the table (e.g. a single-GPU subset); None = all."""
     compute_hash: str | None = "sha256"
     """*layout*: hash of the downloaded bytes stored in the parquet (``md5``/``sha256``/``sha512``/None)."""
     extract_exif: bool = False
     """*layout*: store EXIF as JSON in the parquet (img2dataset's default True; not needed here)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """*layout*: further keyword arguments of ``img2dataset.download`` passed through unchanged."""
+    distributor: str = "multiprocessing"
+    """img2dataset's ``distributor``: ``multiprocessing`` (``processes_count`` processes on this machine) or
+    ``pyspark`` (a Spark cluster, see the module docstring; needs ``pip install pyspark``)."""
+    spark_config: dict[str, str] = field(default_factory=dict)
+    """With ``pyspark``: SparkSession builder settings (``spark.master``, ``spark.executor.memory``, ...) of the
+    session img2dataset runs on; empty = a local session of ``processes_count`` cores."""
     processes_count: int = field(default_factory=lambda: os.cpu_count() or 1)
-    """Download processes (default: all CPUs)."""
+    """Download processes (default: all CPUs); with ``pyspark`` and no ``spark.master``, local cores."""
     thread_count: int = 64
     """Download threads per process."""
     timeout: int = 10
@@ -112,7 +131,7 @@ class DownloadOptions:
     force: bool = False
     """Download even if the pre-flight checks fail (e.g. too little free disk)."""
     verbose: bool = True
-    """Relay img2dataset's output to ``sys.stdout`` (it is always kept in ``_source/download.log``)."""
+    """Show one progress line and the outcome; img2dataset's own output goes only to ``_source/download.log``."""
 
     LAYOUT_FIELDS = ("image_size", "resize_mode", "resize_only_if_bigger", "encode_format", "encode_quality",
                      "number_sample_per_shard", "min_image_size", "max_aspect_ratio", "max_rows", "compute_hash",
@@ -132,9 +151,14 @@ class DownloadOptions:
                              f"got {self.incremental_mode!r}")
         if self.max_rows is not None and self.max_rows < 1:
             raise ValueError(f"max_rows must be >= 1 or None, got {self.max_rows}")
+        if self.distributor not in DISTRIBUTORS:
+            raise ValueError(f"distributor must be one of {DISTRIBUTORS}, got {self.distributor!r}")
+        if self.spark_config and self.distributor != "pyspark":
+            raise ValueError("spark_config configures the Spark session of distributor='pyspark'; set that "
+                             f"distributor or leave spark_config empty (distributor is {self.distributor!r})")
         fixed = _FIXED_IMG2DATASET_ARGS.intersection(self.extra)
         if fixed:
-            raise ValueError(f"extra may not set {sorted(fixed)}: download_cc3m fixes them")
+            raise ValueError(f"extra may not set {sorted(fixed)}: download_pairs fixes them")
         own = {f.name for f in fields(self)}.intersection(self.extra)
         if own:
             raise ValueError(f"set {sorted(own)} as options of their own, not inside extra")
@@ -169,7 +193,7 @@ class DownloadOptions:
             encode_format=self.encode_format, encode_quality=self.encode_quality,
             number_sample_per_shard=self.number_sample_per_shard, min_image_size=self.min_image_size,
             compute_hash=self.compute_hash, extract_exif=self.extract_exif, processes_count=self.processes_count,
-            thread_count=self.thread_count, timeout=self.timeout, retries=self.retries,
+            thread_count=self.thread_count, timeout=self.timeout, retries=self.retries, distributor=self.distributor,
             disallowed_header_directives=self.disallowed_header_directives, user_agent_token=self.user_agent_token,
         )
         if self.max_aspect_ratio is not None:
@@ -178,42 +202,96 @@ class DownloadOptions:
         return kwargs
 
 
-def run_img2dataset(kwargs: dict[str, Any], log_path: Path, verbose: bool) -> None:
-    """Run ``img2dataset.download(**kwargs)`` in a child process, relaying its output (see module docstring)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # line-by-line output through the pipe; offline vars set above
-    code = "import json, sys; from img2dataset import download; download(**json.loads(sys.argv[1]))"
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    tail = ""
-    with log_path.open("a", encoding="utf-8") as log:
-        log.write(f"\n=== img2dataset {time.strftime('%Y-%m-%d %H:%M:%S')} {json.dumps(kwargs)}\n")
-        proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(kwargs)], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        assert proc.stdout is not None
-        try:
-            for chunk in iter(lambda: proc.stdout.read1(1 << 14), b""):
-                text = decoder.decode(chunk)
-                log.write(text)
-                tail = (tail + text)[-4000:]
-                if verbose:
-                    sys.stdout.write(text)
-                    sys.stdout.flush()
-            returncode = proc.wait()
-        except BaseException:
-            # Interrupted (e.g. a notebook's stop button): let img2dataset clean up, then make sure it is gone.
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            raise
-    if returncode != 0:
-        raise RuntimeError(f"img2dataset exited with status {returncode}; rerun the same call to resume. Last "
-                           f"output (full log in {log_path}):\n{tail}")
+def pairs_sha256(pairs: pd.DataFrame, chunk_rows: int = 100_000) -> str:
+    """SHA-256 of a pair table's rows as ``caption<TAB>url<LF>`` UTF-8 lines, in order: what makes a resumed
+    download the same download."""
+    digest = hashlib.sha256()
+    for start in range(0, len(pairs), chunk_rows):
+        chunk = pairs.iloc[start:start + chunk_rows]
+        digest.update("".join(f"{c}\t{u}\n" for c, u in zip(chunk["caption"], chunk["url"])).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def download_pairs(pairs: pd.DataFrame, output_dir: str | Path, *, source: Mapping[str, Any] | None = None,
+                   label: str | None = None, **options: Any) -> DownloadSummary:
+    """Download the rows of a ``caption``/``url`` table into webdataset shards; returns the summary.
+
+    Args:
+        pairs: one row per image-text pair, columns ``caption`` and ``url`` (str; other columns are ignored).
+        output_dir: img2dataset's output folder (layout in the module docstring).
+        source: where the rows come from (e.g. the metadata files and their parse counts), recorded in
+            ``sizes.json`` with the row count and the rows' SHA-256.
+        label: heads the progress line (default: the folder's name).
+        options: the fields of :class:`DownloadOptions` (``image_size=256``, ``resize_mode="keep_ratio"``,
+            ``distributor``, ``processes_count``, ``thread_count``, ``timeout``, ``retries``, ``max_rows``, ...)
+            plus any other ``img2dataset.download`` argument.
+
+    Resumable: rerun the same call after an interruption. img2dataset exits normally even after giving up on a
+    shard (its shard retrier only prints), so the processed rows are compared with the input rows: a shortfall
+    is marked in ``sizes.json`` (``complete: false``, ``missing_rows``, ``missing_shards``) and said in the
+    outcome line, and training refuses such a manifest unless ``data.allow_partial``
+    (:func:`otterlib.data.loader.require_complete`).
+    """
+    opts = DownloadOptions.from_kwargs(**options)
+    missing = [c for c in PAIR_COLUMNS if c not in pairs.columns]
+    if missing:
+        raise ValueError(f"the pair table lacks column(s) {missing}; it needs {list(PAIR_COLUMNS)} "
+                         f"(otterlib.data.sources parses each source into them)")
+    if pairs.empty:
+        raise ValueError(f"no pairs to download into {output_dir}")
+    if opts.distributor == "pyspark" and importlib.util.find_spec("pyspark") is None:
+        raise ModuleNotFoundError("distributor='pyspark' needs pyspark in this environment (pip install pyspark) "
+                                  "and, for a cluster, spark_config naming its master (see otterlib.data.download)")
+    out = Path(output_dir)
+    if opts.incremental_mode == "overwrite" and out.exists():
+        shutil.rmtree(out)
+    source_dir = out / SOURCE_DIR
+    source_dir.mkdir(parents=True, exist_ok=True)
+
+    rows = pairs.loc[:, list(PAIR_COLUMNS)].head(opts.max_rows).reset_index(drop=True)
+    request = {"pairs_sha256": pairs_sha256(rows), "n_rows": len(rows), "layout": opts.layout(),
+               "source": dict(source or {})}
+    request_path = source_dir / "request.json"
+    if request_path.is_file():
+        previous = json.loads(request_path.read_text(encoding="utf-8"))
+        changed = [k for k in ("pairs_sha256", "n_rows", "layout") if previous.get(k) != request[k]]
+        if changed:
+            raise ValueError(f"{out} holds a download of other rows or with other options (differs in {changed}); "
+                             "use a new output_dir or incremental_mode='overwrite'")
+    if opts.preflight:
+        per_image = EXPECTED_BYTES_PER_IMAGE * (opts.image_size / 256) ** 2
+        preflight(out, len(rows), per_image, force=opts.force, verbose=opts.verbose)
+
+    urls_path = source_dir / "urls.parquet"
+    pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), urls_path)
+    request_path.write_text(json.dumps(request, indent=2, ensure_ascii=False), encoding="utf-8")
+    (out / MANIFEST_NAME).unlink(missing_ok=True)  # img2dataset would parse it as a shard's stats file
+
+    label = label or out.name
+    log_path = source_dir / "download.log"
+    progress = ProgressLine(label, len(rows)) if opts.verbose else None
+    run_img2dataset(opts.img2dataset_kwargs(urls_path, out), log_path, progress, opts.spark_config)
+
+    summary = read_download_stats(out)
+    write_manifest(summary, source={**request["source"], "n_rows": len(rows), "pairs_sha256": request["pairs_sha256"]},
+                   options=asdict(opts), img2dataset_version=importlib.metadata.version("img2dataset"))
+    if progress is not None:
+        progress.finish(outcome_line(label, summary, log_path))
+    return summary
+
+
+def outcome_line(label: str, summary: DownloadSummary, log_path: Path) -> str:
+    """``label: N of M rows processed, K stored (r %) in S shards; log: ...``, or what is missing."""
+    stored = (f"{summary.successes:,} stored ({summary.success_rate:.1%}) in {len(summary.shard_paths)} "
+              f"shard{'s' * (len(summary.shard_paths) != 1)}")
+    if summary.complete:
+        return f"{label}: all {summary.n_input_rows:,} rows processed, {stored}; img2dataset's log: {log_path}"
+    return (f"{label}: INCOMPLETE, {summary.n_rows:,} of {summary.n_input_rows:,} rows processed "
+            f"({len(summary.missing_shards)} shard(s) missing), {stored}; rerun to resume; log: {log_path}")
 
 
 def read_download_stats(output_dir: str | Path) -> DownloadSummary:
-    """Summarise a :func:`download_cc3m` folder from every shard's ``*_stats.json`` and ``*.parquet``.
+    """Summarise a :func:`download_pairs` folder from every shard's ``*_stats.json`` and ``*.parquet``.
 
     Shards still being written (a tar without its stats file) are not counted; shards of the input without a
     stats file are listed in ``missing_shards``. Raises if a shard's parquet disagrees with its stats (delete
@@ -222,7 +300,7 @@ def read_download_stats(output_dir: str | Path) -> DownloadSummary:
     out = Path(output_dir)
     request_path = out / SOURCE_DIR / "request.json"
     if not request_path.is_file():
-        raise FileNotFoundError(f"{out} is not a download_cc3m folder (no {SOURCE_DIR}/request.json); for a folder "
+        raise FileNotFoundError(f"{out} is not a download_pairs folder (no {SOURCE_DIR}/request.json); for a folder "
                                 "of existing tars use index_existing_shards")
     request = json.loads(request_path.read_text(encoding="utf-8"))
     n_rows = successes = 0
@@ -235,12 +313,12 @@ def read_download_stats(output_dir: str | Path) -> DownloadSummary:
         tar_path, parquet_path = out / f"{shard}.tar", out / f"{shard}.parquet"
         if not tar_path.is_file() or not parquet_path.is_file():
             raise FileNotFoundError(f"shard {shard} has stats but no tar/parquet in {out}; delete {stats_path.name} "
-                                    "and rerun download_cc3m to redo it")
+                                    "and rerun the download to redo it")
         status = pq.read_table(parquet_path, columns=["status"]).column("status").to_pylist()
         ok = sum(s == "success" for s in status)
         if len(status) != stats["count"] or ok != stats["successes"]:
             raise ValueError(f"shard {shard}: parquet has {len(status)} rows / {ok} successes but stats say "
-                             f"{stats['count']} / {stats['successes']}; delete its files and rerun download_cc3m")
+                             f"{stats['count']} / {stats['successes']}; delete its files and rerun the download")
         n_rows += stats["count"]
         successes += stats["successes"]
         for message, n in stats["status_dict"].items():

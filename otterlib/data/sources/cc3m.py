@@ -13,22 +13,16 @@ its first ``max_train_rows``.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
-import json
 import shutil
 import urllib.error
 import urllib.request
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from otterlib.data.download import SOURCE_DIR, DownloadOptions, read_download_stats, run_img2dataset
-from otterlib.data.manifest import MANIFEST_NAME, DownloadSummary, write_manifest
-from otterlib.data.preflight import EXPECTED_BYTES_PER_IMAGE, preflight
+from otterlib.data.download import download_pairs
+from otterlib.data.manifest import DownloadSummary
 from otterlib.data.sources import PairTables
 
 OFFICIAL_TRAIN_URL: str = "https://storage.googleapis.com/gcc-data/Train/GCC-training.tsv"
@@ -100,55 +94,17 @@ def fetch_cc3m_tsv(dest: str | Path, url: str = OFFICIAL_TRAIN_URL, timeout: flo
 
 
 def download_cc3m(tsv_path: str | Path, output_dir: str | Path, **options: Any) -> DownloadSummary:
-    """Download the pairs of a CC3M-format TSV into webdataset shards; returns the summary.
+    """Download the pairs of a CC3M-format TSV into webdataset shards with ``sizes.json``; returns the summary.
 
-    ``options`` are the fields of :class:`DownloadOptions` (``image_size=256``, ``resize_mode="keep_ratio"``,
-    ``processes_count``, ``thread_count``, ``timeout``, ``retries``, ``max_rows``, ...) plus any other
-    ``img2dataset.download`` argument. Resumable: rerun the same call after an interruption. Writes
-    ``output_dir/sizes.json`` after the download (see :func:`read_download_stats` for the numbers).
-
-    img2dataset exits normally even after giving up on a shard (its shard retrier only prints), so the
-    processed rows are compared with the input rows: a shortfall is marked in ``sizes.json`` (``complete:
-    false``, ``missing_rows``, ``missing_shards``), printed in plain words with how to resume
-    (:meth:`DownloadSummary.incompleteness`), and training refuses such a manifest unless
-    ``data.allow_partial`` (:func:`otterlib.data.loader.require_complete`).
+    ``options`` are :func:`otterlib.data.download.download_pairs`'s (``max_rows`` reads only the first rows of
+    the TSV). The manifest records the TSV's path and SHA-256.
     """
-    opts = DownloadOptions.from_kwargs(**options)
     tsv = Path(tsv_path)
     if not tsv.is_file():
         raise FileNotFoundError(f"no TSV at {tsv}: fetch the official one with fetch_cc3m_tsv({str(tsv)!r})")
-    out = Path(output_dir)
-    if opts.incremental_mode == "overwrite" and out.exists():
-        shutil.rmtree(out)
-    source_dir = out / SOURCE_DIR
-    source_dir.mkdir(parents=True, exist_ok=True)
-
-    rows = read_cc3m_tsv(tsv, opts.max_rows)
-    request = {"tsv_path": str(tsv.resolve()), "sha256": _sha256(tsv), "n_rows": len(rows), "layout": opts.layout()}
-    request_path = source_dir / "request.json"
-    if request_path.is_file():
-        previous = json.loads(request_path.read_text(encoding="utf-8"))
-        changed = [k for k in ("sha256", "n_rows", "layout") if previous.get(k) != request[k]]
-        if changed:
-            raise ValueError(f"{out} holds a download of another TSV or with other options (differs in {changed}); "
-                             "use a new output_dir or incremental_mode='overwrite'")
-    if opts.preflight:
-        per_image = EXPECTED_BYTES_PER_IMAGE * (opts.image_size / 256) ** 2
-        preflight(out, len(rows), per_image, force=opts.force, verbose=opts.verbose)
-
-    urls_path = source_dir / "urls.parquet"
-    pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), urls_path)
-    request_path.write_text(json.dumps(request, indent=2), encoding="utf-8")
-    (out / MANIFEST_NAME).unlink(missing_ok=True)  # img2dataset would parse it as a shard's stats file
-
-    run_img2dataset(opts.img2dataset_kwargs(urls_path, out), source_dir / "download.log", opts.verbose)
-
-    summary = read_download_stats(out)
-    write_manifest(summary, source={k: request[k] for k in ("tsv_path", "sha256", "n_rows")},
-                    options={**asdict(opts)}, img2dataset_version=importlib.metadata.version("img2dataset"))
-    if not summary.complete:
-        print(f"[download_cc3m] {out}: {summary.incompleteness()}")
-    return summary
+    rows = read_cc3m_tsv(tsv, options.get("max_rows"))
+    return download_pairs(rows, output_dir, source={"tsv_path": str(tsv.resolve()), "sha256": _sha256(tsv)},
+                          **options)
 
 
 def pair_tables(train_tsv: str | Path, val_tsv: str | Path, max_train_rows: int | None = None) -> PairTables:
