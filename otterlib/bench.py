@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from otterlib.benchmarks import BenchmarkRecord, append_records
-from otterlib.config import DataConfig, LossConfig, ModelConfig, RunConfig, TrainConfig
+from otterlib.config import LossConfig, ModelConfig, RunConfig, RunData, TrainConfig
 from otterlib.ema import EMATeacher
 from otterlib.env import git_sha, resolve_device, runtime_info
 from otterlib.losses import create_loss
@@ -48,7 +48,7 @@ def benchmark_method(method: str, model_cfg: ModelConfig, batch: int, image_size
     """Median step time of the trainer's own step function for one method."""
     train_cfg = TrainConfig(batch_size=batch, image_size=image_size, precision=precision)
     cfg = RunConfig(profile="bench", setting="bench", method=method, model=model_cfg, train=train_cfg,
-                    loss=LossConfig(), data=DataConfig(), run_dir="unused")
+                    loss=LossConfig(), data=RunData(), run_dir="unused")
     torch.manual_seed(0)
     model = create_model(model_cfg).to(device)
     if device.type == "cuda":

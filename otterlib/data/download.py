@@ -290,6 +290,14 @@ def outcome_line(label: str, summary: DownloadSummary, log_path: Path) -> str:
             f"({len(summary.missing_shards)} shard(s) missing), {stored}; rerun to resume; log: {log_path}")
 
 
+def requested_rows(output_dir: str | Path) -> int | None:
+    """Rows a download into ``output_dir`` was started with (``_source/request.json``), or None if none was."""
+    request_path = Path(output_dir) / SOURCE_DIR / "request.json"
+    if not request_path.is_file():
+        return None
+    return int(json.loads(request_path.read_text(encoding="utf-8"))["n_rows"])
+
+
 def read_download_stats(output_dir: str | Path) -> DownloadSummary:
     """Summarise a :func:`download_pairs` folder from every shard's ``*_stats.json`` and ``*.parquet``.
 

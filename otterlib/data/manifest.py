@@ -40,7 +40,7 @@ class DownloadSummary:
     shard_sizes: list[int]
     """Samples per tar, aligned with ``shard_paths``."""
     manifest_path: Path
-    """``sizes.json`` (written by :func:`download_cc3m` / :func:`index_existing_shards`)."""
+    """``sizes.json`` (written by :func:`otterlib.data.download.download_pairs` / :func:`index_existing_shards`)."""
     n_input_rows: int
     """Rows of the source list (TSV rows for a download; ``n_rows`` for an indexed copy)."""
     failure_examples: dict[str, str] = field(default_factory=dict)
@@ -70,8 +70,8 @@ def incompleteness_message(n_input_rows: int, n_missing_rows: int, missing_shard
     shards = (f"{len(missing_shards)} shard{'s' * (len(missing_shards) != 1)}: "
               f"{', '.join(missing_shards[:10])}{', ...' * (len(missing_shards) > 10)}")
     return (f"The download is incomplete: {n_missing_rows:,} of {n_input_rows:,} rows ({shards}) were never "
-            f"processed; img2dataset gave up on them and still exited normally. To resume, rerun 01_download_cc3m "
-            f"(./run_all.sh reruns it while the download is incomplete; download_cc3m with the same arguments "
+            f"processed; img2dataset gave up on them and still exited normally. To resume, rerun 01_download_data "
+            f"(./run_all.sh reruns it while the download is incomplete; download_pairs with the same arguments "
             f"does the same): finished shards are kept and only the missing ones are downloaded. To train on the "
             f"rows that are there anyway, set data.allow_partial: true.")
 
@@ -109,7 +109,7 @@ def load_manifest(path: str | Path) -> ShardManifest:
     if path.is_dir():
         path = path / MANIFEST_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"no manifest at {path}: run download_cc3m(...) or index_existing_shards(folder) "
+        raise FileNotFoundError(f"no manifest at {path}: run download_pairs(...) or index_existing_shards(folder) "
                                 "to write it")
     data = json.loads(path.read_text(encoding="utf-8"))
     if data.get("format") != MANIFEST_FORMAT:

@@ -11,8 +11,8 @@ from otterlib.stages.results import (bootstrap_table, build_results, noisy_match
                                      trained_settings)
 from otterlib.stages.setup import setup
 from otterlib.stages.training import read_log, train_run
-from otterlib.stages.training_data import prepare_training_data
+from otterlib.stages.training_data import download_table, failure_table, metadata_counts, prepare_training_data
 
-__all__ = ["setup", "prepare_training_data", "prepare_eval_sets", "load_eval_set", "summarize_eval_set",
+__all__ = ["setup", "prepare_training_data", "download_table", "failure_table", "metadata_counts", "prepare_eval_sets", "load_eval_set", "summarize_eval_set",
            "goi_label_checks", "train_run", "read_log", "evaluate_run", "build_results", "bootstrap_table",
            "otter_matching", "noisy_matching_analysis", "trained_settings"]

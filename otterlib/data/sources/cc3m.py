@@ -13,9 +13,6 @@ its first ``max_train_rows``.
 from __future__ import annotations
 
 import hashlib
-import shutil
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +21,16 @@ import pandas as pd
 from otterlib.data.download import download_pairs
 from otterlib.data.manifest import DownloadSummary
 from otterlib.data.sources import PairTables
+from otterlib.data.sources.fetch import fetch_file
 
 OFFICIAL_TRAIN_URL: str = "https://storage.googleapis.com/gcc-data/Train/GCC-training.tsv"
 """Google's download of ``Train_GCC-training.tsv`` (linked from the Conceptual Captions download page)."""
 OFFICIAL_VALIDATION_URL: str = "https://storage.googleapis.com/gcc-data/Validation/GCC-1.1.0-Validation.tsv"
 """Google's download of ``Validation_GCC-1.1.0-Validation.tsv``."""
 CC3M_DOWNLOAD_PAGE: str = "https://ai.google.com/research/ConceptualCaptions/download"
+TRAIN_FILE: str = "Train_GCC-training.tsv"
+"""Google's name of the training TSV (as the download page gives it)."""
+VAL_FILE: str = "Validation_GCC-1.1.0-Validation.tsv"
 
 
 def read_cc3m_tsv(tsv_path: str | Path, max_rows: int | None = None) -> pd.DataFrame:
@@ -71,26 +72,12 @@ def _sha256(path: Path) -> str:
 
 
 def fetch_cc3m_tsv(dest: str | Path, url: str = OFFICIAL_TRAIN_URL, timeout: float = 60.0) -> Path:
-    """Download the official TSV to ``dest`` unless a non-empty file is already there; returns ``dest``.
+    """Download Google's TSV to ``dest`` unless a non-empty file is already there; returns ``dest``.
 
     Use ``url=OFFICIAL_VALIDATION_URL`` for the validation split. Offline (or if Google's URL moved) this
     raises :class:`ConnectionError` saying where to get the file by hand.
     """
-    dest = Path(dest)
-    if dest.is_file() and dest.stat().st_size > 0:
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, part.open("wb") as out:
-            shutil.copyfileobj(response, out, length=1 << 20)
-    except (urllib.error.URLError, OSError) as err:
-        part.unlink(missing_ok=True)
-        raise ConnectionError(
-            f"could not download {url} ({err}). If this machine is offline, download the file on a machine with "
-            f"internet (see {CC3M_DOWNLOAD_PAGE}) and copy it to {dest}") from err
-    part.replace(dest)
-    return dest
+    return fetch_file(dest, url, CC3M_DOWNLOAD_PAGE, timeout)
 
 
 def download_cc3m(tsv_path: str | Path, output_dir: str | Path, **options: Any) -> DownloadSummary:
