@@ -258,6 +258,10 @@ def download_pairs(pairs: pd.DataFrame, output_dir: str | Path, *, source: Mappi
         if changed:
             raise ValueError(f"{out} holds a download of other rows or with other options (differs in {changed}); "
                              "use a new output_dir or incremental_mode='overwrite'")
+        done = read_download_stats(out) if (out / MANIFEST_NAME).is_file() else None
+        if done is not None and done.complete:  # nothing left to download: spare img2dataset's start-up
+            _say_outcome(out, done, opts, label, None)
+            return done
     if opts.preflight:
         per_image = EXPECTED_BYTES_PER_IMAGE * (opts.image_size / 256) ** 2
         preflight(out, len(rows), per_image, force=opts.force, verbose=opts.verbose)
@@ -267,17 +271,32 @@ def download_pairs(pairs: pd.DataFrame, output_dir: str | Path, *, source: Mappi
     request_path.write_text(json.dumps(request, indent=2, ensure_ascii=False), encoding="utf-8")
     (out / MANIFEST_NAME).unlink(missing_ok=True)  # img2dataset would parse it as a shard's stats file
 
-    label = label or out.name
-    log_path = source_dir / "download.log"
-    progress = ProgressLine(label, len(rows)) if opts.verbose else None
-    run_img2dataset(opts.img2dataset_kwargs(urls_path, out), log_path, progress, opts.spark_config)
+    progress = ProgressLine(label or out.name, len(rows)) if opts.verbose else None
+    run_img2dataset(opts.img2dataset_kwargs(urls_path, out), source_dir / "download.log", progress, opts.spark_config)
+    return _finish(out, request, opts, label, progress)
 
+
+def _finish(out: Path, request: dict[str, Any], opts: DownloadOptions, label: str | None,
+            progress: ProgressLine | None) -> DownloadSummary:
+    """Summarise the download folder, write ``sizes.json`` and say the outcome."""
     summary = read_download_stats(out)
-    write_manifest(summary, source={**request["source"], "n_rows": len(rows), "pairs_sha256": request["pairs_sha256"]},
+    write_manifest(summary, source={**request["source"], "n_rows": request["n_rows"],
+                                    "pairs_sha256": request["pairs_sha256"]},
                    options=asdict(opts), img2dataset_version=importlib.metadata.version("img2dataset"))
-    if progress is not None:
-        progress.finish(outcome_line(label, summary, log_path))
+    _say_outcome(out, summary, opts, label, progress)
     return summary
+
+
+def _say_outcome(out: Path, summary: DownloadSummary, opts: DownloadOptions, label: str | None,
+                 progress: ProgressLine | None) -> None:
+    """The outcome line, in place of the progress line (or printed), unless ``opts.verbose`` is off."""
+    if not opts.verbose:
+        return
+    line = outcome_line(label or out.name, summary, out / SOURCE_DIR / "download.log")
+    if progress is None:
+        print(line, flush=True)
+    else:
+        progress.finish(line)
 
 
 def outcome_line(label: str, summary: DownloadSummary, log_path: Path) -> str:
