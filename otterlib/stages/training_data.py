@@ -126,9 +126,10 @@ def failure_table(summaries: dict[str, dict[str, DownloadSummary]]) -> pd.DataFr
 
     from otterlib.data.failures import failure_histogram
 
-    parts = [failure_histogram(s).assign(source=name, split=split)
-             for name, splits in summaries.items() for split, s in splits.items()]
-    return pd.concat(parts, ignore_index=True).set_index(["source", "split", "status"])
+    columns = ["source", "split", "status", "count", "fraction", "example"]
+    rows = [{"source": name, "split": split, **row} for name, splits in summaries.items()
+            for split, s in splits.items() for row in failure_histogram(s).to_dict("records")]
+    return pd.DataFrame(rows, columns=columns).set_index(["source", "split", "status"])
 
 
 def metadata_counts(summaries: dict[str, dict[str, DownloadSummary]]) -> pd.DataFrame:
