@@ -57,3 +57,18 @@ def test_the_download_stage_counts_as_done_only_with_complete_readable_manifests
     assert layout.training_data_ready(profile)
     next(manifest.parent.glob("*.tar")).unlink()
     assert not layout.training_data_ready(profile)  # a listed tar is gone
+
+
+def test_the_download_stage_is_done_when_every_source_of_the_selected_settings_is(tmp_path):
+    from otterlib import layout
+    from otterlib.config import load_profile
+
+    profile = load_profile("paper", {f"data.sources.{n}.root": str(tmp_path / n) for n in ("cc3m", "yfcc15m", "wit")})
+    cc3m, wit = "cc3m-rn50-declutr-sci-base", "wit-rn50-declutr-sci-base"
+    for name in ("cc3m", "wit"):
+        write_pair_shards(tmp_path / name / "shards" / "train", 24, seed=1)
+        write_pair_shards(tmp_path / name / "shards" / "val", 8, seed=2)
+    assert layout.training_data_ready(profile, [cc3m]) and layout.training_data_ready(profile, [cc3m, wit])
+    assert not layout.training_data_ready(profile)  # yfcc15m's setting has nothing yet
+    mark_incomplete(tmp_path / "wit" / "shards" / "val" / "sizes.json")
+    assert not layout.training_data_ready(profile, [wit]) and layout.training_data_ready(profile, [cc3m])

@@ -91,6 +91,8 @@ def test_a_setting_selection_keeps_its_runs_and_puts_shared_steps_apart(tmp_path
     assert [s.notebook for s in steps] == (["00_setup", "01_download_data", "02_prepare_eval_sets"] + ["03_train"] * 4
                                            + ["04_evaluate"] * 4 + ["05_results"])
     assert {s.parameters["setting"] for s in steps if "setting" in s.parameters} == {yfcc}
+    download = steps[1]  # prepares only the selection's source; done once that source's shards are complete
+    assert download.parameters["settings"] == [yfcc] and profile.used_sources([yfcc]) == ["yfcc15m"]
     shared = tmp_path / "paper" / "selections" / yfcc
     assert [s.output for s in steps if "setting" not in s.parameters] == [
         shared / "00_setup.ipynb", shared / "01_download_data.ipynb", shared / "02_prepare_eval_sets.ipynb",
