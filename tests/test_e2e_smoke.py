@@ -2,6 +2,7 @@
 import json
 import re
 
+import nbformat
 import pandas as pd
 import pytest
 
@@ -71,6 +72,9 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     assert counts == [*(int((tally["outcome"] == o).sum()) for o in ("win", "tie", "loss")), len(tally)]
     for nb in ("00_setup", "01_download_data", "02_prepare_eval_sets", "05_results"):
         assert (root / f"{nb}.ipynb").is_file()
+    download = next(c for c in nbformat.read(root / "01_download_data.ipynb", as_version=4).cells
+                    if "prepare_training_data(" in c.source)  # img2dataset's chatter stays in the logs: one line a split
+    assert [o["data"]["text/plain"].split(": all ")[0] for o in download.outputs] == ["cc3m/train", "cc3m/val"]
     assert any(line.startswith("Comparison table: ") for line in lines)
 
     rerun = []  # idempotent: everything but set-up and the tables is skipped

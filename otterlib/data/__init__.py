@@ -1,4 +1,4 @@
-"""Data: synthetic pairs, CC3M via img2dataset, the webdataset training loader and the zero-shot eval sets.
+"""Data: the training sources via img2dataset, synthetic pairs, the webdataset training loader and the eval sets.
 
 Public entry points are re-exported lazily (PEP 562) so that importing one submodule does not import
 img2dataset, webdataset and pandas for all of them.
@@ -9,6 +9,7 @@ import importlib
 from typing import Any
 
 _EXPORTS: dict[str, str] = {
+    "download_pairs": "otterlib.data.download",
     "download_cc3m": "otterlib.data.sources.cc3m",
     "read_download_stats": "otterlib.data.download",
     "index_existing_shards": "otterlib.data.manifest",
