@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from otterlib.benchmarks import BenchmarkRecord, append_records
-from otterlib.config import DataConfig, LossConfig, ModelConfig, RunConfig, TrainConfig
+from otterlib.config import LossConfig, ModelConfig, RunConfig, RunData, TrainConfig
 from otterlib.env import git_sha, resolve_device, runtime_info
 from otterlib.models.text import RANDOM_STAND_INS
 from otterlib.timing import PhaseTimer, spread
@@ -70,7 +70,7 @@ def bench_config(method: str, model_cfg: ModelConfig, batch: int, image_size: in
         raise ValueError(f"unknown TrainConfig field(s) {sorted(unknown)}")
     train_cfg = TrainConfig(batch_size=batch, image_size=image_size, precision=precision, device=device, **knobs)
     return RunConfig(profile="bench", setting="bench", method=method, model=model_cfg, train=train_cfg,
-                     loss=LossConfig(), data=DataConfig(), run_dir="unused")
+                     loss=LossConfig(), data=RunData(), run_dir="unused")
 
 
 @dataclass

@@ -38,7 +38,7 @@ def write_jpeg_shards(folder: Path, n: int, image_size: int = 256, per_shard: in
     manifest's path."""
     import webdataset as wds
 
-    from otterlib.data.cc3m import index_existing_shards
+    from otterlib.data.manifest import index_existing_shards
     from otterlib.data.synthetic import generate_pairs
 
     if n < 1 or per_shard < 1:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import types
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, get_type_hints
+from typing import Any, ClassVar, Mapping, get_type_hints
 
 import yaml
 
@@ -39,10 +40,15 @@ class SyntheticConfig:
 
 @dataclass
 class DownloadConfig:
-    """img2dataset options (see :func:`otterlib.data.download_cc3m`)."""
+    """img2dataset options shared by every source's download (see :class:`otterlib.data.download.DownloadOptions`)."""
 
     image_size: int = 256
     resize_mode: str = "keep_ratio"
+    distributor: str = "multiprocessing"
+    """img2dataset's ``distributor``: ``multiprocessing`` (this machine) or ``pyspark`` (a Spark cluster,
+    ``docs/paper_grid.md``)."""
+    spark_config: dict[str, str] = field(default_factory=dict)
+    """With ``pyspark``: the Spark session's settings, e.g. ``{"spark.master": "spark://head:7077"}``."""
     processes_count: int = 16
     thread_count: int = 64
     retries: int = 2
@@ -55,27 +61,134 @@ class DownloadConfig:
     """Further img2dataset keyword arguments, passed through unchanged."""
 
 
+ORIGINS: tuple[str, ...] = ("official", "synthetic", "webdataset")
+"""How a source's pairs are obtained (:attr:`SourceData.origin`)."""
+
+
+@dataclass
+class SourceData:
+    """Where one training source's metadata files and shards live (``data.sources.<name>`` of a profile)."""
+
+    origin: str = "official"
+    """``official``: the publisher's metadata files, parsed by :mod:`otterlib.data.sources` and downloaded with
+    img2dataset; ``synthetic`` (cc3m only): the offline world's pairs (``data.synthetic``) written as CC3M TSVs
+    and served over loopback, then the same path; ``webdataset``: training tars already on disk in
+    ``webdataset_dir`` (indexed, never deleted), the held-out split downloaded from the metadata as usual."""
+    root: str = ""
+    """Folder (relative to the repository unless absolute) holding the metadata files (relative file names are
+    looked up here) and the shards (``<root>/shards/train``, ``<root>/shards/val``)."""
+    webdataset_dir: str | None = None
+    """With ``origin: webdataset``: the folder of training tars."""
+
+    def __post_init__(self) -> None:
+        if self.origin not in ORIGINS:
+            raise ValueError(f"origin must be one of {list(ORIGINS)}, got {self.origin!r}")
+        if self.origin == "webdataset" and not self.webdataset_dir:
+            raise ValueError("origin 'webdataset' needs webdataset_dir, the folder of the training tars")
+
+
+@dataclass
+class Cc3mData(SourceData):
+    """CC3M: Google's two ``caption<TAB>url`` TSVs (:mod:`otterlib.data.sources.cc3m`)."""
+
+    root: str = "data/cc3m"
+    train_tsv: str | None = None
+    """``Train_GCC-training.tsv``; None: that name under ``root``, fetched from Google when absent."""
+    val_tsv: str | None = None
+    """``Validation_GCC-1.1.0-Validation.tsv`` (the held-out split); None: under ``root``, fetched when absent."""
+
+
+@dataclass
+class Yfcc15mData(SourceData):
+    """YFCC15M: OpenAI's subset list joined with the YFCC100M metadata (:mod:`otterlib.data.sources.yfcc15m`)."""
+
+    root: str = "data/yfcc15m"
+    subset_list: str | None = None
+    """OpenAI's ``yfcc100m_subset_data.tsv`` (``.bz2`` read as is); None: ``yfcc100m_subset_data.tsv.bz2``
+    under ``root``, fetched from OpenAI when absent."""
+    metadata: str | None = None
+    """The 25-column YFCC100M metadata (Yahoo Webscope); None: ``yfcc100m_dataset.bz2`` under ``root``. It has
+    no public URL: put it there by hand."""
+    val_per_mille: int = 1
+    """Held-out split: photo ids in the first ``val_per_mille`` of 1,000 SHA-1 buckets."""
+
+
+@dataclass
+class WitData(SourceData):
+    """WIT, English rows: Google's 17-column TSVs (:mod:`otterlib.data.sources.wit`)."""
+
+    root: str = "data/wit"
+    train_files: list[str] | None = None
+    """Training TSVs; None: the 10 ``wit_v1.train.all-0000N-of-00010.tsv.gz`` under ``root``, fetched from
+    Google when absent."""
+    val_files: list[str] | None = None
+    """Validation TSVs (the held-out split); None: the 5 ``wit_v1.val.all-0000N-of-00005.tsv.gz``, likewise."""
+
+
+@dataclass
+class DataSources:
+    """Per training source, where its data live: one field per name of :data:`otterlib.data.sources.SOURCES`;
+    None = not configured (a setting on it is refused)."""
+
+    cc3m: Cc3mData | None = None
+    yfcc15m: Yfcc15mData | None = None
+    wit: WitData | None = None
+
+    def configured(self) -> list[str]:
+        """Names of the configured sources."""
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
+
+
 @dataclass
 class DataConfig:
-    """Where the training pairs come from and where they land."""
+    """The training pairs: per-source locations, and what all sources share (download options, caps)."""
 
-    source: str = "cc3m"
-    """``synthetic`` (offline smoke data served over loopback), ``cc3m`` (official TSV) or ``webdataset``
-    (an existing folder of tars)."""
-    root: str = "data/cc3m"
-    """Folder (relative to the repository unless absolute) that holds the TSVs and shards."""
-    train_tsv: str | None = None
-    """Path to ``Train_GCC-training.tsv``; fetched from the official URL when absent and None."""
-    val_tsv: str | None = None
-    """Path to ``Validation_GCC-1.1.0-Validation.tsv`` (held-out split for checkpoint selection)."""
-    webdataset_dir: str | None = None
+    sources: DataSources = field(default_factory=lambda: DataSources(cc3m=Cc3mData()))
     max_train_samples: int | None = None
-    """Use only the first N rows of the training TSV (e.g. the single-GPU ``mini`` profile)."""
+    """Use only the first N pairs of every source's training table (e.g. the single-GPU ``mini`` profile)."""
     allow_partial: bool = False
     """Train on an incomplete download (rows img2dataset gave up on; ``sizes.json`` says ``complete: false``).
     Default: training refuses it and says how to resume."""
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    """The offline world a ``synthetic`` source and the synthetic eval sets are drawn from."""
     download: DownloadConfig = field(default_factory=DownloadConfig)
+
+    MOVED: ClassVar[dict[str, str]] = {
+        name: f"data.sources.<source>.{name}" for name in ("root", "train_tsv", "val_tsv", "webdataset_dir")
+    } | {"source": "data.sources.<source>.origin (official, synthetic or webdataset)"}
+    """Fields of the former single-source data section and where they live now (named in the error)."""
+
+    def source(self, name: str) -> SourceData:
+        """The configuration of source ``name``; a ValueError naming the configured ones when it has none."""
+        configured = self.sources.configured()
+        if name not in configured:
+            raise ValueError(f"no data.sources.{name} in this profile (it configures {configured}): add one with "
+                             f"its root and metadata files (docs/paper_grid.md)")
+        return getattr(self.sources, name)
+
+    @property
+    def synthetic_world(self) -> bool:
+        """True when a source's pairs come from the synthetic world (the offline profiles); the eval sets are
+        then drawn from it too."""
+        return any(self.source(name).origin == "synthetic" for name in self.sources.configured())
+
+    def __post_init__(self) -> None:
+        for name in self.sources.configured():
+            if name != "cc3m" and self.source(name).origin == "synthetic":
+                raise ValueError(f"data.sources.{name}.origin: the synthetic world writes CC3M-format pairs, so only "
+                                 f"data.sources.cc3m can be synthetic")
+        if self.max_train_samples is not None and self.max_train_samples < 1:
+            raise ValueError(f"data.max_train_samples must be >= 1 or null, got {self.max_train_samples}")
+
+
+@dataclass
+class RunData(SourceData):
+    """The training data of one run: its setting's source and where that source's shards are (set by
+    :func:`resolve_run`)."""
+
+    source: str = "cc3m"
+    allow_partial: bool = False
+    """``data.allow_partial`` of the profile."""
 
 
 @dataclass
@@ -261,6 +374,19 @@ class Profile:
     loss: LossConfig = field(default_factory=LossConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
+    def __post_init__(self) -> None:
+        configured = self.data.sources.configured()
+        for s in self.settings:
+            if s.source not in configured:
+                raise ValueError(f"setting {s.name!r} trains on {s.source}, but profile {self.name!r} has no "
+                                 f"data.sources.{s.source} (it configures {configured}): add one with its root and "
+                                 f"metadata files (docs/paper_grid.md)")
+
+    def used_sources(self, settings: list[str] | None = None) -> list[str]:
+        """The training sources of ``settings`` (None: all the profile's settings), each once, in profile order."""
+        names = [s.name for s in self.settings] if settings is None else [self.setting(n).name for n in settings]
+        return list(dict.fromkeys(s.source for s in self.settings if s.name in names))
+
     def setting(self, name: str) -> SettingConfig:
         """The setting called ``name``."""
         for s in self.settings:
@@ -306,7 +432,7 @@ class RunConfig:
     model: ModelConfig
     train: TrainConfig
     loss: LossConfig
-    data: DataConfig
+    data: RunData
     run_dir: str
     offline: bool = False
 
@@ -339,7 +465,10 @@ def _build(cls: type, data: Any, where: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
-        raise ValueError(f"{where}: unknown field(s) {sorted(unknown)} for {cls.__name__}; valid: {sorted(names)}")
+        moved = getattr(cls, "MOVED", {})
+        hints = "".join(f"; {where}.{k} is now {moved[k]}" for k in sorted(unknown) if k in moved)
+        raise ValueError(f"{where}: unknown field(s) {sorted(unknown)} for {cls.__name__}; valid: {sorted(names)}"
+                         f"{hints}")
     kwargs = {}
     for key, value in data.items():
         kwargs[key] = _coerce(hints[key], value, f"{where}.{key}")
@@ -348,6 +477,9 @@ def _build(cls: type, data: Any, where: str) -> Any:
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:
     origin = getattr(hint, "__origin__", None)
+    optional = [a for a in getattr(hint, "__args__", ()) if a is not type(None)]
+    if isinstance(hint, types.UnionType) and len(optional) == 1 and dataclasses.is_dataclass(optional[0]):
+        return None if value is None else _build(optional[0], value, where)  # e.g. ``Cc3mData | None``
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, where)
     if origin is list:
@@ -447,10 +579,10 @@ def setting_train(profile: Profile, setting: str) -> TrainConfig:
 
 
 def resolve_run(profile: Profile, setting: str, method: str, seed: int | None = None) -> RunConfig:
-    """The full configuration of one (setting, method, seed) run, with the setting's train overrides applied.
+    """The full configuration of one (setting, method, seed) run, with the setting's train overrides applied
+    and its source's data (``data.sources.<source>``) as the run's data.
 
-    ``seed`` (one of the setting's seeds; None: the first) becomes ``train.seed``. The profile's ``data``
-    section describes CC3M-format pairs only, so a setting on another source is a ValueError.
+    ``seed`` (one of the setting's seeds; None: the first) becomes ``train.seed``.
     """
     seeds = profile.seeds_of(setting)
     if seed is None:
@@ -460,13 +592,12 @@ def resolve_run(profile: Profile, setting: str, method: str, seed: int | None = 
     if method not in profile.methods:
         raise ValueError(f"method {method!r} is not in profile {profile.name!r} (methods: {profile.methods})")
     s = profile.setting(setting)
-    if s.source != "cc3m":
-        raise ValueError(f"setting {setting!r} trains on {s.source}, but profile {profile.name!r} has no data "
-                         f"configuration for it: its data section (data.source={profile.data.source!r}) describes "
-                         f"CC3M-format pairs only")
+    where = profile.data.source(s.source)
+    data = RunData(origin=where.origin, root=where.root, webdataset_dir=where.webdataset_dir, source=s.source,
+                   allow_partial=profile.data.allow_partial)
     train = dataclasses.replace(setting_train(profile, setting), seed=seed)
     return RunConfig(profile=profile.name, setting=setting, method=method, model=s.model, train=train,
-                     loss=profile.loss, data=profile.data, run_dir=str(profile.run_dir(setting, method, seed)),
+                     loss=profile.loss, data=data, run_dir=str(profile.run_dir(setting, method, seed)),
                      offline=profile.offline)
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from otterlib.config import DataConfig, EvalSetConfig, Profile
+from otterlib.config import EvalSetConfig, Profile, SourceData
 from otterlib.env import REPO_ROOT
 
 
@@ -12,23 +12,22 @@ def _abs(p: str | Path) -> Path:
     return p if p.is_absolute() else REPO_ROOT / p
 
 
-def data_root(data: DataConfig) -> Path:
-    """The profile's training-data folder (``data/<...>``)."""
+def source_root(data: SourceData) -> Path:
+    """A training source's folder (``data.sources.<name>.root``): its metadata files and ``shards/``."""
     return _abs(data.root)
 
 
-def shard_dir(data: DataConfig, split: str) -> Path:
-    """Webdataset shards of a split (``train`` or ``val``): img2dataset's output folder with ``sizes.json``."""
+def shard_dir(data: SourceData, split: str) -> Path:
+    """Webdataset shards of a source's split (``train`` or ``val``): img2dataset's output folder with
+    ``sizes.json`` (for ``origin: webdataset`` the training tars' own folder)."""
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-    if data.source == "webdataset" and split == "train":
-        if not data.webdataset_dir:
-            raise ValueError("data.source is 'webdataset' but data.webdataset_dir is not set")
+    if data.origin == "webdataset" and split == "train":
         return _abs(data.webdataset_dir)
-    return data_root(data) / "shards" / split
+    return source_root(data) / "shards" / split
 
 
-def manifest_path(data: DataConfig, split: str) -> Path:
+def manifest_path(data: SourceData, split: str) -> Path:
     """``sizes.json`` written by the download stage; loaders read sample counts from it."""
     return shard_dir(data, split) / "sizes.json"
 
@@ -48,18 +47,20 @@ def eval_prepared_marker(eval_set: EvalSetConfig) -> Path:
     return eval_set_dir(eval_set) / "prepared.json"
 
 
-def training_data_ready(profile: Profile) -> bool:
-    """Both training and validation shards have a readable ``sizes.json`` (its tars present), and it says that
-    every input row was processed (or ``data.allow_partial`` accepts a partial download)."""
-    from otterlib.data.cc3m import load_manifest
+def training_data_ready(profile: Profile, settings: list[str] | None = None) -> bool:
+    """Every source the (selected) settings train on has training and validation shards with a readable
+    ``sizes.json`` (its tars present) that says every input row was processed (or ``data.allow_partial``
+    accepts a partial download)."""
+    from otterlib.data.manifest import load_manifest
 
-    for split in ("train", "val"):
-        try:
-            manifest = load_manifest(manifest_path(profile.data, split))
-        except (FileNotFoundError, ValueError):  # none yet, a listed tar is gone, or not our manifest: redo it
-            return False
-        if not (manifest.complete or profile.data.allow_partial):
-            return False
+    for name in profile.used_sources(settings):
+        for split in ("train", "val"):
+            try:
+                manifest = load_manifest(manifest_path(profile.data.source(name), split))
+            except (FileNotFoundError, ValueError):  # none yet, a listed tar is gone, or not our manifest: redo it
+                return False
+            if not (manifest.complete or profile.data.allow_partial):
+                return False
     return True
 
 

@@ -2,15 +2,16 @@
 
 Shown by ``00_setup`` and by ``./run_all.sh --dry-run``.
 
-Compute plan: samples per epoch (``sizes.json`` of downloaded shards when present, else the source's
-documented row count as an upper bound, capped at ``data.max_train_samples``), full global batches per epoch
+Compute plan: samples per epoch (``sizes.json`` of downloaded shards when present, else the rows a started
+download was asked for, else the source's documented row count as an upper bound, capped at
+``data.max_train_samples``), full global batches per epoch
 (drop_last) x epochs, and per method the GPU-hours the recorded throughput implies
 (:mod:`otterlib.benchmarks`, matched on encoders, method, batch per GPU, image size and precision; one
 estimate per GPU kind with a record, else ``unmeasured``). Assumption: every GPU trains at the recorded
 per-GPU rate (no data-loading or communication cost), so the estimate is a lower bound.
 
-Disk plan: rows a source's download fetches x :data:`BYTES_PER_ROW_256` scaled by the image area,
-``(data.download.image_size / 256)²``.
+Disk plan: rows a source's download fetches (both splits; on disk when known, as above) x
+:data:`BYTES_PER_ROW_256` scaled by the image area, ``(data.download.image_size / 256)²``.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ import pandas as pd
 from otterlib import layout
 from otterlib.benchmarks import BENCHMARKS_PATH, BenchmarkRecord, load_benchmarks
 from otterlib.config import Profile, SettingConfig, TrainConfig, setting_train
-from otterlib.data.cc3m import EXPECTED_BYTES_PER_IMAGE, load_manifest
+from otterlib.data.manifest import load_manifest
+from otterlib.data.preflight import EXPECTED_BYTES_PER_IMAGE
 from otterlib.data.sources import training_source
 
 BYTES_PER_ROW_256: int = EXPECTED_BYTES_PER_IMAGE
@@ -32,24 +34,39 @@ benchmark (``dataset_examples/cc12m.md``: 331 GB for 12M rows at 256 px) gives �
 
 @dataclass(frozen=True)
 class Samples:
-    """Training samples per epoch of one setting, and where the number comes from."""
+    """Rows (or samples) of one split of a source, and where the number comes from."""
 
     count: int | None
     basis: str
 
 
+def split_rows(profile: Profile, source: str, split: str) -> Samples | None:
+    """What is known on disk about a source's split: the samples in its ``sizes.json`` (``measured``), else the
+    rows its download was asked for (``_source/request.json``: the source's parsed and capped metadata, e.g.
+    WIT's English pairs), else None."""
+    from otterlib.data.download import requested_rows
+
+    data = profile.data.source(source)
+    manifest = layout.manifest_path(data, split)
+    if manifest.is_file():
+        loaded = load_manifest(manifest)
+        return Samples(loaded.total, "measured (sizes.json)" if loaded.complete else
+                       "measured, download incomplete (sizes.json)")
+    requested = requested_rows(layout.shard_dir(data, split))
+    return None if requested is None else Samples(requested, "<= parsed rows (_source/request.json)")
+
+
 def planned_samples(profile: Profile, setting: SettingConfig) -> Samples:
     """Samples one epoch of ``setting`` sees (None when unknown before its metadata is parsed); the basis is
     ``measured``, ``unknown`` or ``<= <what bounds it>``."""
-    data, cap = profile.data, profile.data.max_train_samples
-    if setting.source == "cc3m":  # the profile's data section holds the CC3M-format pairs
-        manifest = layout.manifest_path(data, "train")
-        if manifest.is_file():
-            return Samples(load_manifest(manifest).total, f"measured ({manifest.name})")
-        if data.source == "webdataset":
-            return Samples(None, "unknown (index the shards)")
-        if data.source == "synthetic":
-            return _capped(data.synthetic.n_train, "<= synthetic pairs", cap)
+    known = split_rows(profile, setting.source, "train")
+    if known is not None:
+        return known
+    data, cap = profile.data.source(setting.source), profile.data.max_train_samples
+    if data.origin == "webdataset":
+        return Samples(None, "unknown (index the shards)")
+    if data.origin == "synthetic":
+        return _capped(profile.data.synthetic.n_train, "<= synthetic pairs", cap)
     rows = training_source(setting.source).train_rows
     if rows is None:
         return Samples(cap, "<= data.max_train_samples") if cap else Samples(None, "unknown (see source notes)")
@@ -60,6 +77,23 @@ def _capped(rows: int, basis: str, cap: int | None) -> Samples:
     if cap is not None and cap < rows:
         return Samples(cap, "<= data.max_train_samples")
     return Samples(rows, basis)
+
+
+def planned_download_rows(profile: Profile, source: str) -> Samples:
+    """Rows the download of ``source`` fetches (both splits): on disk when known, else the synthetic world's
+    pairs or the documented rows (training part capped at ``data.max_train_samples``)."""
+    known = [split_rows(profile, source, split) for split in ("train", "val")]
+    if all(k is not None for k in known):
+        return Samples(sum(k.count for k in known), " + ".join(dict.fromkeys(k.basis for k in known)))
+    data, cap = profile.data.source(source), profile.data.max_train_samples
+    if data.origin == "synthetic":
+        return Samples(profile.data.synthetic.n_train + profile.data.synthetic.n_val, "synthetic train + val pairs")
+    documented = training_source(source)
+    if documented.download_rows is None:
+        return Samples(None, "unknown")
+    if cap is None or cap >= documented.train_rows:
+        return Samples(documented.download_rows, "documented rows (train + val)")
+    return Samples(cap + documented.download_rows - documented.train_rows, "<= data.max_train_samples + val rows")
 
 
 def planned_precision(train: TrainConfig) -> str:
@@ -104,32 +138,25 @@ def compute_plan(profile: Profile, settings: list[str] | None = None,
 
 def disk_plan(profile: Profile, settings: list[str] | None = None) -> pd.DataFrame:
     """One row per training source the (selected) settings use: rows to download and the expected disk."""
-    data = profile.data
-    per_row = BYTES_PER_ROW_256 * (data.download.image_size / 256) ** 2
+    per_row = BYTES_PER_ROW_256 * (profile.data.download.image_size / 256) ** 2
     selected = select_settings(profile, settings)
     rows = []
-    for name in dict.fromkeys(s.source for s in selected):
-        if name == "cc3m" and data.source == "synthetic":
-            count, basis = data.synthetic.n_train + data.synthetic.n_val, "synthetic train + val pairs"
-        else:
-            source = training_source(name)
-            count, basis = source.download_rows, "documented rows (train + val)"
-            if count is not None and data.max_train_samples is not None:
-                count = min(source.train_rows, data.max_train_samples) + count - source.train_rows
-                basis = "<= data.max_train_samples + val rows"
+    for name in profile.used_sources([s.name for s in selected]):
+        planned = planned_download_rows(profile, name)
         rows.append({"source": name, "settings": sum(s.source == name for s in selected),
-                     "rows": "?" if count is None else f"{count:,}", "basis": basis if count is not None else "unknown",
-                     f"kB/row at {data.download.image_size} px": round(per_row / 1e3, 1),
-                     "GB": "?" if count is None else f"{count * per_row / 1e9:,.1f}"})
+                     "rows": "?" if planned.count is None else f"{planned.count:,}", "basis": planned.basis,
+                     f"kB/row at {profile.data.download.image_size} px": round(per_row / 1e3, 1),
+                     "GB": "?" if planned.count is None else f"{planned.count * per_row / 1e9:,.1f}",
+                     "shards": f"{profile.data.source(name).root}/shards"})
     return pd.DataFrame(rows)
 
 
 def source_notes(profile: Profile, settings: list[str] | None = None) -> list[str]:
     """Where each used source's row counts come from (one line per source), and the disk assumption."""
-    synthetic = profile.data.source == "synthetic"
-    lines = [f"{name}: " + ("the synthetic CC3M-format pairs of data.synthetic" if name == "cc3m" and synthetic
-                            else training_source(name).basis)
-             for name in dict.fromkeys(s.source for s in select_settings(profile, settings))]
+    names = profile.used_sources([s.name for s in select_settings(profile, settings)])
+    lines = [f"{name}: " + ("the synthetic world's pairs (data.synthetic), as CC3M TSVs"
+                            if profile.data.source(name).origin == "synthetic" else training_source(name).basis)
+             for name in names]
     return lines + [f"disk: {BYTES_PER_ROW_256 / 1e3:.0f} kB per row at 256 px, scaled by (image_size / 256)^2 "
                     f"(otterlib.plans.BYTES_PER_ROW_256)"]
 

@@ -1,6 +1,6 @@
 """Runs the numbered notebooks headlessly with papermill, in order (what ``./run_all.sh`` calls).
 
-Plan: ``00_setup`` → ``01_download_cc3m`` → ``02_prepare_eval_sets`` → ``03_train`` for every
+Plan: ``00_setup`` → ``01_download_data`` → ``02_prepare_eval_sets`` → ``03_train`` for every
 (setting, method, seed) → ``04_evaluate`` for every such run and reference model → ``05_results``.
 Executed copies land under ``results/<profile>/``; a step whose outputs exist is skipped unless
 ``--force``. A failure stops the run with the failed notebook, its parameters and the executed copy
@@ -88,8 +88,8 @@ def plan(profile: Profile, overrides: dict[str, Any] | None = None, only: set[st
     base = {"profile": profile.name, "overrides": overrides}
     steps = [
         Step("00_setup", shared / "00_setup.ipynb", dict(base)),
-        Step("01_download_cc3m", shared / "01_download_cc3m.ipynb", dict(base),
-             done=lambda: layout.training_data_ready(profile)),
+        Step("01_download_data", shared / "01_download_data.ipynb", base | {"settings": settings},
+             done=lambda: layout.training_data_ready(profile, settings)),
         Step("02_prepare_eval_sets", shared / "02_prepare_eval_sets.ipynb", dict(base),
              done=lambda: layout.eval_sets_ready(profile)),
     ]

@@ -1,5 +1,6 @@
 """CC3M download stage: TSV parsing, loopback server, img2dataset end to end (offline), manifest, resume."""
 import hashlib
+import importlib.util
 import io
 import json
 import socket
@@ -9,14 +10,18 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import webdataset as wds
 from PIL import Image
 
-from otterlib.data.cc3m import (LARGE_RUN_ROWS, DownloadOptions, PreflightError, classify_failure, download_cc3m,
-                                failure_histogram, fetch_cc3m_tsv, index_existing_shards, load_manifest, preflight,
-                                read_cc3m_tsv, read_download_stats)
+from otterlib.data.download import DownloadOptions, download_pairs, read_download_stats
+from otterlib.data.failures import classify_failure, failure_histogram
+from otterlib.data.img2dataset_child import ProgressLine
+from otterlib.data.manifest import index_existing_shards, load_manifest
+from otterlib.data.preflight import LARGE_RUN_ROWS, PreflightError, preflight
+from otterlib.data.sources.cc3m import download_cc3m, fetch_cc3m_tsv, read_cc3m_tsv
 from otterlib.data.loopback import LoopbackImageServer, QuietHandler, serve_directory
 
 
@@ -89,6 +94,39 @@ def test_download_options():
         DownloadOptions(resize_mode="stretch")
     with pytest.raises(ValueError, match="incremental_mode"):
         DownloadOptions(incremental_mode="extend")
+
+
+def test_the_distributor_is_img2dataset_own_option():
+    assert DownloadOptions().img2dataset_kwargs(Path("u"), Path("o"))["distributor"] == "multiprocessing"
+    spark = DownloadOptions(distributor="pyspark", spark_config={"spark.master": "spark://head:7077"})
+    assert spark.img2dataset_kwargs(Path("u"), Path("o"))["distributor"] == "pyspark"
+    assert "spark_config" not in spark.img2dataset_kwargs(Path("u"), Path("o"))  # the child's session, not an argument
+    assert "distributor" not in DownloadOptions().layout()  # a resumed download may change it
+    with pytest.raises(ValueError, match="distributor must be one of"):
+        DownloadOptions(distributor="ray")
+    with pytest.raises(ValueError, match="spark_config configures"):
+        DownloadOptions(spark_config={"spark.master": "local[2]"})
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pyspark") is not None, reason="pyspark is installed here")
+def test_pyspark_without_pyspark_is_a_clear_error_before_anything_is_written(tmp_path):
+    pairs = pd.DataFrame({"caption": ["a cat"], "url": ["http://127.0.0.1:9/x.jpg"]})
+    with pytest.raises(ModuleNotFoundError, match="pip install pyspark"):
+        download_pairs(pairs, tmp_path / "out", distributor="pyspark")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_progress_line_reads_img2dataset_total_lines(capsys):
+    line = ProgressLine("wit/train", 80_000)
+    line.update("worker  - success: 0.500 - failed to download: 0.500 - failed to resize: 0.000 - images per sec: 9 "
+                "- count: 10")  # one worker's line: not the total
+    assert line.text == "wit/train: starting img2dataset for 80,000 rows"
+    line.update("total   - success: 0.880 - failed to download: 0.100 - failed to resize: 0.020 - images per sec: "
+                "812 - count: 40000")
+    assert line.text == "wit/train: 40,000 of 80,000 rows processed (50%), 88.0% stored, 812 images/s"
+    assert capsys.readouterr().out == ""  # outside a notebook nothing is shown until the end
+    line.finish("wit/train: done")
+    assert capsys.readouterr().out == "wit/train: done\n"
 
 
 def test_preflight_disk_and_dns(tmp_path, capsys):
@@ -179,7 +217,7 @@ def test_img2dataset_failure_is_reported_with_its_output(tmp_path, capsys):
     # img2dataset rejects this combination at start-up, in the child process
     with pytest.raises(RuntimeError, match="(?s)exited with status.*verify_hash and compute_hash must be the same"):
         download_cc3m(tsv, tmp_path / "out", processes_count=1, verify_hash=["sha", "md5"])
-    assert "verify_hash and compute_hash" in capsys.readouterr().out  # relayed live
+    assert "verify_hash" not in capsys.readouterr().out  # img2dataset's output goes to the log only
     assert "verify_hash and compute_hash" in (tmp_path / "out" / "_source" / "download.log").read_text()
     assert not (tmp_path / "out" / "sizes.json").exists()
 
@@ -267,7 +305,7 @@ def test_download_stores_exactly_the_good_rows(downloaded):
     assert summary.success_rate == pytest.approx(7 / 10)
     assert [p.name for p in summary.shard_paths] == ["00000.tar", "00001.tar", "00002.tar"]
     assert summary.shard_sizes == [3, 2, 2]
-    table = failure_histogram(out)
+    table = failure_histogram(read_download_stats(out))
     assert table["status"].tolist() == ["HTTP Error 404", "Image decoding error"]
     assert table["count"].tolist() == [2, 1] and table["fraction"].tolist() == pytest.approx([0.2, 0.1])
 
@@ -335,7 +373,9 @@ def test_a_failed_shard_marks_the_download_incomplete_until_a_rerun_resumes_it(t
         tsv = tmp_path / "t.tsv"
         tsv.write_text("".join(f"photo {i}\t{url}/{i}.jpg\n" for i in range(8)))
         summary = download_cc3m(tsv, out, **{**OPTS, "image_size": 32})  # 2 shards of 4 rows
-        assert "still failed" in capsys.readouterr().out  # img2dataset only printed it ...
+        assert "still failed" in (out / "_source" / "download.log").read_text()  # img2dataset only printed it ...
+        shown = capsys.readouterr().out.splitlines()  # ... into its log; we show one line
+        assert len(shown) == 1 and "INCOMPLETE, 4 of 8 rows processed" in shown[0] and "rerun" in shown[0]
         assert not summary.complete and summary.n_rows == 4 and summary.missing_shards == ["00001"]
         manifest = load_manifest(out)  # ... we record it
         assert not manifest.complete and manifest.n_missing_rows == 4 and manifest.missing_shards == ["00001"]

@@ -7,7 +7,7 @@ from otterlib import config
 def test_builtin_profiles_load():
     assert {"smoke", "paper", "mini"} <= set(config.available_profiles())
     smoke = config.load_profile("smoke")
-    assert smoke.offline and smoke.data.source == "synthetic" and len(smoke.settings) >= 2
+    assert smoke.offline and smoke.data.source("cc3m").origin == "synthetic" and len(smoke.settings) >= 2
     assert smoke.methods == ["infonce", "label_smoothing", "kd", "otter"]
 
 
@@ -140,11 +140,44 @@ def test_bad_source_or_provenance_is_a_clear_error(field, value, match):
         config.load_profile("paper", {f"settings.1.{field}": value})
 
 
-def test_a_setting_on_a_source_the_data_section_does_not_hold_is_refused():
-    p = config.load_profile("paper")
-    assert config.resolve_run(p, "cc3m-fbnetv3b-declutr-sci-base", "otter").model.image_encoder == "timm:fbnetv3_b"
-    with pytest.raises(ValueError, match="trains on yfcc15m.*no data configuration"):
-        config.resolve_run(p, "yfcc15m-rn50-declutr-sci-base", "otter")
+def test_each_run_gets_its_own_source_data():
+    p = config.load_profile("paper", {"data.allow_partial": True, "data.sources.wit.root": "/big/wit"})
+    for setting, source, root in [("cc3m-fbnetv3b-declutr-sci-base", "cc3m", "data/cc3m"),
+                                  ("yfcc15m-rn50-declutr-sci-base", "yfcc15m", "data/yfcc15m"),
+                                  ("wit-rn50-declutr-sci-base", "wit", "/big/wit")]:
+        data = config.resolve_run(p, setting, "otter").data
+        assert (data.source, data.origin, data.root, data.allow_partial) == (source, "official", root, True)
+    smoke = config.load_profile("smoke")
+    assert config.resolve_run(smoke, "tiny-scratch", "kd").data.origin == "synthetic"
+    run = config.resolve_run(p, "wit-rn50-declutr-sci-base", "otter")
+    assert config.RunConfig.from_dict(run.to_dict()) == run  # config.yaml round-trips
+
+
+def test_a_setting_on_a_source_the_profile_does_not_configure_is_refused_at_load():
+    with pytest.raises(ValueError, match=r"setting 'tiny-scratch' trains on wit, but profile 'smoke' has no "
+                                         r"data.sources.wit \(it configures \['cc3m'\]\)"):
+        config.load_profile("smoke", {"settings.1.source": "wit"})
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"data.root": "/x"}, r"unknown field\(s\) \['root'\].*data.root is now data.sources.<source>.root"),
+    ({"data.source": "cc3m"}, r"data.source is now data.sources.<source>.origin"),
+    ({"data.sources.laion": {"root": "x"}}, r"unknown field\(s\) \['laion'\] for DataSources; valid: \['cc3m', 'wit', 'yfcc15m'\]"),
+    ({"data.sources.wit.origin": "synthetic"}, "only data.sources.cc3m can be synthetic"),
+    ({"data.sources.cc3m.origin": "webdataset"}, "needs webdataset_dir"),
+    ({"data.sources.cc3m.origin": "torrent"}, r"origin must be one of \['official', 'synthetic', 'webdataset'\]"),
+])
+def test_bad_data_sections_are_clear_errors(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        config.load_profile("paper", overrides)
+
+
+def test_the_data_sources_section_names_exactly_the_declared_sources():
+    from dataclasses import fields
+
+    from otterlib.data.sources import SOURCES
+
+    assert [f.name for f in fields(config.DataSources)] == list(SOURCES)
 
 
 def test_rendezvous_fields_do_not_change_the_config_hash_but_the_node_count_does():

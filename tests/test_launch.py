@@ -96,7 +96,7 @@ def test_two_nodes_meet_at_the_rendezvous_and_train_one_run(tmp_path, tiny_data_
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    overrides = {"results_dir": str(tmp_path), "data.root": str(tiny_data_root), "train.nnodes": 2, "train.nproc": 1,
+    overrides = {"results_dir": str(tmp_path), "data.sources.cc3m.root": str(tiny_data_root), "train.nnodes": 2, "train.nproc": 1,
                  "train.rdzv_endpoint": f"127.0.0.1:{port}",
                  "settings.1.train": {"epochs": 1, "max_steps_per_epoch": 2}}
     torchrun = str(Path(sys.executable).parent / "torchrun")

@@ -10,7 +10,7 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from otterlib.data.cc3m import index_existing_shards, load_manifest
+from otterlib.data.manifest import index_existing_shards, load_manifest
 from otterlib.data.loader import build_eval_pairs_loader, build_train_loader, plan_epoch, steps_per_epoch_from_manifest
 from otterlib.data.transforms import eval_transform, train_transform
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from otterlib.config import DataConfig, LossConfig, ModelConfig, RunConfig, TrainConfig
+from otterlib.config import LossConfig, ModelConfig, RunConfig, RunData, TrainConfig
 from otterlib.data.loader import IncompleteDownloadError
 
 from conftest import write_pair_shards
@@ -24,7 +24,7 @@ def run_config(tmp_path: Path, allow_partial: bool) -> RunConfig:
     train = TrainConfig(epochs=1, batch_size=8, precision="fp32", device="cpu", num_workers=0, shuffle_buffer=8,
                         image_size=32, max_steps_per_epoch=1, channels_last=False)
     return RunConfig(profile="test", setting="tiny", method="infonce", model=model, train=train, loss=LossConfig(),
-                     data=DataConfig(source="synthetic", root=str(tmp_path / "data"), allow_partial=allow_partial),
+                     data=RunData(root=str(tmp_path / "data"), allow_partial=allow_partial),
                      run_dir=str(tmp_path / f"run_{allow_partial}"), offline=True)
 
 
@@ -34,7 +34,7 @@ def test_training_refuses_an_incomplete_download_unless_allowed(tmp_path):
     manifest = write_pair_shards(tmp_path / "data" / "shards" / "train", 24, seed=1)
     write_pair_shards(tmp_path / "data" / "shards" / "val", 8, seed=2)
     mark_incomplete(manifest)
-    with pytest.raises(IncompleteDownloadError, match=r"(?s)24 of 48 rows.*00009.*rerun 01_download_cc3m"):
+    with pytest.raises(IncompleteDownloadError, match=r"(?s)24 of 48 rows.*00009.*rerun 01_download_data"):
         train(run_config(tmp_path, allow_partial=False), progress=False)
     assert not (tmp_path / "run_False" / "checkpoints").exists()
     with pytest.warns(UserWarning, match="24 of 48 rows"):
@@ -46,7 +46,7 @@ def test_the_download_stage_counts_as_done_only_with_complete_readable_manifests
     from otterlib import layout
     from otterlib.config import load_profile
 
-    profile = load_profile("smoke", {"data.root": str(tmp_path)})
+    profile = load_profile("smoke", {"data.sources.cc3m.root": str(tmp_path)})
     assert not layout.training_data_ready(profile)  # nothing downloaded yet
     manifest = write_pair_shards(tmp_path / "shards" / "train", 24, seed=1)
     write_pair_shards(tmp_path / "shards" / "val", 8, seed=2)
@@ -57,3 +57,18 @@ def test_the_download_stage_counts_as_done_only_with_complete_readable_manifests
     assert layout.training_data_ready(profile)
     next(manifest.parent.glob("*.tar")).unlink()
     assert not layout.training_data_ready(profile)  # a listed tar is gone
+
+
+def test_the_download_stage_is_done_when_every_source_of_the_selected_settings_is(tmp_path):
+    from otterlib import layout
+    from otterlib.config import load_profile
+
+    profile = load_profile("paper", {f"data.sources.{n}.root": str(tmp_path / n) for n in ("cc3m", "yfcc15m", "wit")})
+    cc3m, wit = "cc3m-rn50-declutr-sci-base", "wit-rn50-declutr-sci-base"
+    for name in ("cc3m", "wit"):
+        write_pair_shards(tmp_path / name / "shards" / "train", 24, seed=1)
+        write_pair_shards(tmp_path / name / "shards" / "val", 8, seed=2)
+    assert layout.training_data_ready(profile, [cc3m]) and layout.training_data_ready(profile, [cc3m, wit])
+    assert not layout.training_data_ready(profile)  # yfcc15m's setting has nothing yet
+    mark_incomplete(tmp_path / "wit" / "shards" / "val" / "sizes.json")
+    assert not layout.training_data_ready(profile, [wit]) and layout.training_data_ready(profile, [cc3m])

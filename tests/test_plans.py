@@ -29,13 +29,28 @@ def test_gpu_hours_come_from_the_matching_per_gpu_rate_and_are_unmeasured_otherw
 
 
 def test_samples_are_measured_from_downloaded_shards_else_bounded(tiny_data_root):
-    smoke = load_profile("smoke", {"data.root": str(tiny_data_root)})
+    smoke = load_profile("smoke", {"data.sources.cc3m.root": str(tiny_data_root)})
     row = plans.compute_plan(smoke, ["tiny-scratch"], []).iloc[0]
     assert (row["samples/epoch"], row["basis"], row["steps"]) == ("96", "measured (sizes.json)", "3 x 4")
     mini = plans.compute_plan(load_profile("mini"), None, [])
     assert set(mini["samples/epoch"]) == {"300,000"} and set(mini["steps"]) == {"585 x 2"}
     wit = plans.compute_plan(load_profile("paper"), ["wit-rn50-declutr-sci-base"], []).iloc[0]
     assert (wit["samples/epoch"], wit["steps"], wit["GPU-h otter"]) == ("?", "?", "?")
+
+
+def test_parsed_row_counts_replace_the_unknown_ones_once_a_download_started(tmp_path):
+    """WIT publishes no English count: once 01 has parsed its TSVs, the rows it asked img2dataset for plan it."""
+    import json
+
+    paper = load_profile("paper", {"data.sources.wit.root": str(tmp_path)})
+    for split, n in (("train", 5_432_100), ("val", 12_345)):
+        (tmp_path / "shards" / split / "_source").mkdir(parents=True)
+        (tmp_path / "shards" / split / "_source" / "request.json").write_text(json.dumps({"n_rows": n}))
+    row = plans.compute_plan(paper, ["wit-rn50-declutr-sci-base"], []).iloc[0]
+    assert (row["samples/epoch"], row["basis"], row["steps"]) == \
+        ("5,432,100", "<= parsed rows (_source/request.json)", f"{5_432_100 // 512:,} x 10")
+    disk = plans.disk_plan(paper, ["wit-rn50-declutr-sci-base"]).iloc[0]
+    assert disk["rows"] == f"{5_432_100 + 12_345:,}" and disk["GB"] != "?"
 
 
 def test_disk_plan_counts_each_used_source_once_and_scales_with_the_image_area():

@@ -22,7 +22,7 @@ def test_plan_orders_stages_and_covers_settings_times_methods(tmp_path):
     steps = runner.plan(profile)
     names = [s.notebook for s in steps]
     n_runs = sum(len(profile.seeds_of(s.name)) for s in profile.settings) * len(profile.methods)
-    assert names == (["00_setup", "01_download_cc3m", "02_prepare_eval_sets"] + ["03_train"] * n_runs
+    assert names == (["00_setup", "01_download_data", "02_prepare_eval_sets"] + ["03_train"] * n_runs
                      + ["04_evaluate"] * (n_runs + len(profile.eval.references)) + ["05_results"])
     train = [s for s in steps if s.notebook == "03_train"]
     first_seed = profile.seeds_of("lite0-minilm")[0]
@@ -65,17 +65,17 @@ def test_failure_names_notebook_parameters_and_executed_copy(tmp_path, monkeypat
     nb_dir = tmp_path / "notebooks"
     nb_dir.mkdir()
     _notebook(nb_dir / "00_setup.ipynb", "print('fine')")
-    _notebook(nb_dir / "01_download_cc3m.ipynb", "raise ValueError('the shard server is gone')")
+    _notebook(nb_dir / "01_download_data.ipynb", "raise ValueError('the shard server is gone')")
     _notebook(nb_dir / "02_prepare_eval_sets.ipynb", "print('never reached')")
     monkeypatch.setattr(runner, "NOTEBOOK_DIR", nb_dir)
     out = tmp_path / "results"
     lines = []
-    overrides = {"results_dir": str(out), "data.root": str(tmp_path / "data")}  # nothing is "done" yet
+    overrides = {"results_dir": str(out), "data.sources.cc3m.root": str(tmp_path / "data")}  # nothing is "done" yet
     code = runner.run("smoke", overrides, only={"00", "01", "02"}, echo=lines.append)
     text = "\n".join(lines)
     assert code == 1
-    executed = out / "smoke" / "01_download_cc3m.ipynb"
-    assert "notebook 01_download_cc3m.ipynb failed" in text
+    executed = out / "smoke" / "01_download_data.ipynb"
+    assert "notebook 01_download_data.ipynb failed" in text
     assert f"executed copy with the traceback: {executed}" in text
     assert '"profile": "smoke"' in text and "ValueError: the shard server is gone" in text
     assert "02_prepare_eval_sets" not in text.split("FAILED")[1].split("error:")[0]
@@ -88,12 +88,14 @@ def test_a_setting_selection_keeps_its_runs_and_puts_shared_steps_apart(tmp_path
     profile = load_profile("paper", {"results_dir": str(tmp_path)})
     first, yfcc = "cc3m-rn50-declutr-sci-base", "yfcc15m-rn50-declutr-sci-base"
     steps = runner.plan(profile, settings=[yfcc])
-    assert [s.notebook for s in steps] == (["00_setup", "01_download_cc3m", "02_prepare_eval_sets"] + ["03_train"] * 4
+    assert [s.notebook for s in steps] == (["00_setup", "01_download_data", "02_prepare_eval_sets"] + ["03_train"] * 4
                                            + ["04_evaluate"] * 4 + ["05_results"])
     assert {s.parameters["setting"] for s in steps if "setting" in s.parameters} == {yfcc}
+    download = steps[1]  # prepares only the selection's source; done once that source's shards are complete
+    assert download.parameters["settings"] == [yfcc] and profile.used_sources([yfcc]) == ["yfcc15m"]
     shared = tmp_path / "paper" / "selections" / yfcc
     assert [s.output for s in steps if "setting" not in s.parameters] == [
-        shared / "00_setup.ipynb", shared / "01_download_cc3m.ipynb", shared / "02_prepare_eval_sets.ipynb",
+        shared / "00_setup.ipynb", shared / "01_download_data.ipynb", shared / "02_prepare_eval_sets.ipynb",
         shared / "05_results.ipynb"]
     # Separate machines, one setting each, one shared results/: no executed notebook is written by both, and the
     # reference models are evaluated once, with the profile's first setting.

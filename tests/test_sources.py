@@ -1,11 +1,10 @@
 """Training sources: each official metadata format (files written here, never copied) -> the pair tables."""
-import bz2
-import csv
 import gzip
 import hashlib
 
 import pytest
 
+from official_formats import wit_row, write_wit, write_yfcc, yfcc_row
 from otterlib.data.sources import SOURCES, cc3m, training_source, wit, yfcc15m
 
 
@@ -36,40 +35,18 @@ def test_cc3m_reads_the_training_and_validation_files(tmp_path):
 # YFCC15M: OpenAI's subset list joined with the 25-column YFCC100M metadata
 
 
-def _yfcc_row(line: int, photo: int, title: str = "", description: str = "", marker: str = "0",
-              url: str | None = None) -> str:
-    fields = dict.fromkeys(yfcc15m.METADATA_COLUMNS, "")
-    fields.update(line_number=str(line), photo_id=str(photo), photo_hash=hashlib.md5(str(photo).encode()).hexdigest(),
-                  user_nsid="12345678@N00", user_nickname="someone", date_taken="2012-02-16 09:56:37.0",
-                  date_uploaded="1331840483", capture_device="Canon+PowerShot", title=title, description=description,
-                  user_tags="beach,sea", page_url=f"http://www.flickr.com/photos/12345678@N00/{photo}/",
-                  download_url=f"http://farm8.staticflickr.com/7205/{photo}_abc.jpg" if url is None else url,
-                  license_name="Attribution License", marker=marker)
-    return "\t".join(fields.values()) + "\n"
-
-
-def _write_yfcc(tmp_path, metadata_rows, listed):
-    meta = tmp_path / "yfcc100m_dataset.bz2"
-    with bz2.open(meta, "wt", encoding="utf-8") as f:
-        f.writelines(metadata_rows)
-    subset = tmp_path / "yfcc100m_subset_data.tsv"
-    subset.write_text("line_number\tphotoid\tphoto_hash\n" + "".join(
-        f"{line}\t{photo}\t{hashlib.md5(str(photo).encode()).hexdigest()}\n" for line, photo in listed))
-    return subset, meta
-
-
 def test_yfcc15m_keeps_listed_photos_with_the_paper_caption_rule(tmp_path):
     rows = [
-        _yfcc_row(0, 1001, "Sunset+over+%3Cb%3Ethe%3C%2Fb%3E+bay",
+        yfcc_row(0, 1001, "Sunset+over+%3Cb%3Ethe%3C%2Fb%3E+bay",
                   "A+%22nice%22+day%2C+C%2B%2B+%26amp%3B+more%0Aon+two+lines"),
-        _yfcc_row(1, 1002, "not+listed", "never+kept"),
-        _yfcc_row(2, 1003, "", "only+a+description"),
-        _yfcc_row(3, 1004, "IMG_0520", ""),
-        _yfcc_row(4, 1005, "a+video", "moving", marker="1"),
-        _yfcc_row(5, 1006, "", "<a href=%22http://x%22></a>"),  # nothing left after the HTML is stripped
-        _yfcc_row(6, 1007, "no+url", "", url=""),
+        yfcc_row(1, 1002, "not+listed", "never+kept"),
+        yfcc_row(2, 1003, "", "only+a+description"),
+        yfcc_row(3, 1004, "IMG_0520", ""),
+        yfcc_row(4, 1005, "a+video", "moving", marker="1"),
+        yfcc_row(5, 1006, "", "<a href=%22http://x%22></a>"),  # nothing left after the HTML is stripped
+        yfcc_row(6, 1007, "no+url", "", url=""),
     ]
-    subset, meta = _write_yfcc(tmp_path, rows, [(0, 1001), (2, 1003), (3, 1004), (4, 1005), (5, 1006), (6, 1007),
+    subset, meta = write_yfcc(tmp_path, rows, [(0, 1001), (2, 1003), (3, 1004), (4, 1005), (5, 1006), (6, 1007),
                                                 (99, 9999)])
     tables = yfcc15m.pair_tables(subset, meta, val_per_mille=999)  # nearly everything held out: both splits used
     pairs = {r["url"].split("/")[-1].split("_")[0]: r["caption"]
@@ -97,14 +74,14 @@ def test_yfcc15m_held_out_split_is_a_stable_one_in_a_thousand_rule():
 
 
 def test_yfcc15m_misaligned_or_foreign_metadata_is_a_clear_error(tmp_path):
-    subset, meta = _write_yfcc(tmp_path, [_yfcc_row(7, 1001, "t")], [(0, 1001)])
+    subset, meta = write_yfcc(tmp_path, [yfcc_row(7, 1001, "t")], [(0, 1001)])
     with pytest.raises(ValueError, match=r"photo 1001 is line 7 here but line 0 in the subset list"):
         yfcc15m.pair_tables(subset, meta)
-    short = "\t".join(_yfcc_row(0, 1001, "t").rstrip("\n").split("\t")[:23]) + "\n"
-    subset, meta = _write_yfcc(tmp_path, [short], [(0, 1001)])
+    short = "\t".join(yfcc_row(0, 1001, "t").rstrip("\n").split("\t")[:23]) + "\n"
+    subset, meta = write_yfcc(tmp_path, [short], [(0, 1001)])
     with pytest.raises(ValueError, match=r"yfcc100m_dataset.bz2:1: 23 fields, the YFCC100M metadata has 25"):
         yfcc15m.pair_tables(subset, meta)
-    subset, meta = _write_yfcc(tmp_path, ["1001,a csv line\n"], [(0, 1001)])
+    subset, meta = write_yfcc(tmp_path, ["1001,a csv line\n"], [(0, 1001)])
     with pytest.raises(ValueError, match=r":1: expected 'line number<TAB>photo id"):
         yfcc15m.pair_tables(subset, meta)
     (tmp_path / "bad_subset.tsv").write_text("0\t1001\th\n1\t1001\th\n")
@@ -118,41 +95,20 @@ def test_yfcc15m_misaligned_or_foreign_metadata_is_a_clear_error(tmp_path):
 # WIT: gzipped 17-column TSVs with a header row, English rows
 
 
-def _write_wit(path, rows):
-    with gzip.open(path, "wt", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-        writer.writerow(wit.COLUMNS)
-        for r in rows:
-            full = dict.fromkeys(wit.COLUMNS, "")
-            full.update(page_url="https://en.wikipedia.org/wiki/Half_Dome", page_title="Half Dome",
-                        original_height="3564", original_width="2748", is_main_image="true",
-                        attribution_passes_lang_id="true", page_changed_recently="true",
-                        context_page_description="Half Dome is a granite dome.\nIt rises above Yosemite Valley.")
-            full.update(r)
-            writer.writerow(full.values())
-    return path
-
-
-def _wit(language, image, mime="image/jpeg", reference="", attribution=""):
-    return {"language": language, "image_url": f"https://upload.wikimedia.org/wikipedia/commons/{image}",
-            "mime_type": mime, "caption_reference_description": reference,
-            "caption_attribution_description": attribution}
-
-
 def test_wit_keeps_english_images_with_the_reference_else_the_attribution_caption(tmp_path):
     train = [
-        _wit("en", "a.jpg", reference="A red  tram\tin Lisbon"),
-        _wit("en", "b.png", mime="image/png", attribution="English: The Half Dome at dusk"),
-        _wit("de", "c.jpg", reference="Ein Hund"),
-        _wit("en", "d.svg", mime="image/svg+xml", reference="A map"),
-        _wit("en", "e.jpg"),
-        _wit("en", "a.jpg", reference="A red  tram\tin Lisbon"),  # the same pair again
-        _wit("en", "f.jpg", reference='He said "hi"\nthere', attribution="English: not used"),
+        wit_row("en", "a.jpg", reference="A red  tram\tin Lisbon"),
+        wit_row("en", "b.png", mime="image/png", attribution="English: The Half Dome at dusk"),
+        wit_row("de", "c.jpg", reference="Ein Hund"),
+        wit_row("en", "d.svg", mime="image/svg+xml", reference="A map"),
+        wit_row("en", "e.jpg"),
+        wit_row("en", "a.jpg", reference="A red  tram\tin Lisbon"),  # the same pair again
+        wit_row("en", "f.jpg", reference='He said "hi"\nthere', attribution="English: not used"),
     ]
-    val = [_wit("en", "v.jpg", reference="Validation image"), _wit("fr", "w.jpg", reference="Une image")]
-    tables = wit.pair_tables([_write_wit(tmp_path / "wit_v1.train.all-00000-of-00010.tsv.gz", train[:4]),
-                              _write_wit(tmp_path / "wit_v1.train.all-00001-of-00010.tsv.gz", train[4:])],
-                             [_write_wit(tmp_path / "wit_v1.val.all-00000-of-00005.tsv.gz", val)])
+    val = [wit_row("en", "v.jpg", reference="Validation image"), wit_row("fr", "w.jpg", reference="Une image")]
+    tables = wit.pair_tables([write_wit(tmp_path / "wit_v1.train.all-00000-of-00010.tsv.gz", train[:4]),
+                              write_wit(tmp_path / "wit_v1.train.all-00001-of-00010.tsv.gz", train[4:])],
+                             [write_wit(tmp_path / "wit_v1.val.all-00000-of-00005.tsv.gz", val)])
     base = "https://upload.wikimedia.org/wikipedia/commons/"
     assert tables.train.to_dict("records") == [
         {"caption": "A red tram in Lisbon", "url": base + "a.jpg"},
@@ -174,4 +130,4 @@ def test_wit_file_without_the_official_header_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match=r"not a WIT TSV.*lacks \['mime_type', 'caption_reference_description'"):
         wit.pair_tables([path], [path])
     with pytest.raises(ValueError, match="no WIT val files"):
-        wit.pair_tables([_write_wit(tmp_path / "t.tsv.gz", [_wit("en", "a.jpg", reference="x")])], [])
+        wit.pair_tables([write_wit(tmp_path / "t.tsv.gz", [wit_row("en", "a.jpg", reference="x")])], [])

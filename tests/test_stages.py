@@ -9,16 +9,16 @@ from otterlib.config import load_profile
 
 @pytest.mark.slow
 def test_smoke_download_stage_reruns_and_recovers_an_unfinished_download(tmp_path):
-    profile = load_profile("smoke", {"data.root": str(tmp_path / "d"),
+    profile = load_profile("smoke", {"data.sources.cc3m.root": str(tmp_path / "d"),
                                      "data.synthetic": {"n_train": 40, "n_val": 16}})
-    first = stages.prepare_training_data(profile)
+    first = stages.prepare_training_data(profile)["cc3m"]
     assert (first["train"].successes, first["val"].successes) == (40, 16)
-    manifest = layout.manifest_path(profile.data, "train")
+    manifest = layout.manifest_path(profile.data.source("cc3m"), "train")
     before = manifest.stat().st_mtime_ns
-    again = stages.prepare_training_data(profile)  # a new server port, but nothing to download
+    again = stages.prepare_training_data(profile)["cc3m"]  # a new server port, but nothing to download
     assert again["train"].successes == 40 and manifest.stat().st_mtime_ns == before
     manifest.unlink()  # as if the download had been interrupted before finishing
-    resumed = stages.prepare_training_data(profile)
+    resumed = stages.prepare_training_data(profile)["cc3m"]
     assert resumed["train"].successes == 40 and manifest.is_file()
     assert layout.training_data_ready(profile)
 
@@ -29,7 +29,7 @@ def test_smoke_download_stage_reruns_and_recovers_an_unfinished_download(tmp_pat
     profile.data.allow_partial = True
     assert layout.training_data_ready(profile)
     profile.data.allow_partial = False
-    redone = stages.prepare_training_data(profile)
+    redone = stages.prepare_training_data(profile)["cc3m"]
     assert redone["train"].complete and json.loads(manifest.read_text())["complete"] is True
 
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from otterlib import checkpoint as ckpt_io
 from otterlib import train as train_module
-from otterlib.config import DataConfig, LossConfig, ModelConfig, RunConfig, TrainConfig, save_yaml
+from otterlib.config import LossConfig, ModelConfig, RunConfig, RunData, TrainConfig, save_yaml
 from otterlib.ema import EMATeacher
 from otterlib.losses import create_loss
 from otterlib.models import create_model
@@ -32,7 +32,7 @@ def run_config(tmp_path: Path, data_root: Path, method: str = "otter", **train) 
                     shuffle_buffer=32, image_size=32, log_every=1, channels_last=False, seed=3)
     return RunConfig(profile="test", setting="tiny", method=method, model=TINY,
                      train=dataclasses.replace(t, **train), loss=LossConfig(),
-                     data=DataConfig(source="synthetic", root=str(data_root)), run_dir=str(tmp_path / method),
+                     data=RunData(root=str(data_root)), run_dir=str(tmp_path / method),
                      offline=True)
 
 
@@ -45,7 +45,7 @@ def test_each_method_overfits_a_fixed_batch(method):
     statistics change on every train-mode forward, EMA or not)."""
     torch.manual_seed(0)
     cfg = RunConfig(profile="t", setting="t", method=method, model=TINY, train=TrainConfig(), loss=LossConfig(),
-                    data=DataConfig(), run_dir="unused")
+                    data=RunData(), run_dir="unused")
     model = create_model(TINY)
     module, teacher = build_training_modules(model, create_loss(method, **loss_kwargs(cfg)), cfg.loss,
                                              sync_batchnorm=False)

@@ -1,4 +1,4 @@
-"""Data: synthetic pairs, CC3M via img2dataset, the webdataset training loader and the zero-shot eval sets.
+"""Data: the training sources via img2dataset, synthetic pairs, the webdataset training loader and the eval sets.
 
 Public entry points are re-exported lazily (PEP 562) so that importing one submodule does not import
 img2dataset, webdataset and pandas for all of them.
@@ -9,12 +9,13 @@ import importlib
 from typing import Any
 
 _EXPORTS: dict[str, str] = {
-    "download_cc3m": "otterlib.data.cc3m",
-    "read_download_stats": "otterlib.data.cc3m",
-    "index_existing_shards": "otterlib.data.cc3m",
-    "fetch_cc3m_tsv": "otterlib.data.cc3m",
-    "preflight": "otterlib.data.cc3m",
-    "DownloadSummary": "otterlib.data.cc3m",
+    "download_pairs": "otterlib.data.download",
+    "download_cc3m": "otterlib.data.sources.cc3m",
+    "read_download_stats": "otterlib.data.download",
+    "index_existing_shards": "otterlib.data.manifest",
+    "fetch_cc3m_tsv": "otterlib.data.sources.cc3m",
+    "preflight": "otterlib.data.preflight",
+    "DownloadSummary": "otterlib.data.manifest",
     "build_train_loader": "otterlib.data.loader",
     "build_eval_pairs_loader": "otterlib.data.loader",
     "LoopbackImageServer": "otterlib.data.loopback",

@@ -28,7 +28,7 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from otterlib.data.cc3m import run_img2dataset
+from otterlib.data.img2dataset_child import ProgressLine, run_img2dataset
 
 STAGING = "_img2dataset"
 INTEGRITY_FILE = "_integrity.json"
@@ -131,7 +131,8 @@ def download_goi_images(image_list_csv: str | Path, images_dir: str | Path, imag
               "resize_only_if_bigger": True, "processes_count": processes_count, "thread_count": thread_count,
               "timeout": timeout, "retries": retries, "enable_wandb": False, "extract_exif": False,
               "compute_hash": "md5", **img2dataset_options}
-    run_img2dataset(kwargs, staging / "download.log", verbose)
+    progress = ProgressLine("GOI test images", len(todo)) if verbose else None
+    run_img2dataset(kwargs, staging / "download.log", progress)
     verified, rejected = [], {}
     for meta in (staging / "out").rglob("*.json"):
         if meta.name.endswith("_stats.json"):

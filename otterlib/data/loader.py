@@ -59,7 +59,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.filters import shuffle
 
-from otterlib.data.cc3m import ShardManifest, load_manifest
+from otterlib.data.manifest import ShardManifest, load_manifest
 from otterlib.data.shards import IMAGE_EXTENSIONS, ShardReadError, index_tar, read_samples
 
 Transform = Callable[[Image.Image], torch.Tensor]

@@ -2,7 +2,7 @@
 
 img2dataset writes the samples of a shard in the order its download threads finish, so two downloads of the
 same TSV hold the same samples in different orders. Everything that reads shards here (the training and
-held-out loaders, :func:`otterlib.data.cc3m.index_existing_shards`) goes through :func:`index_tar`, which lists
+held-out loaders, :func:`otterlib.data.manifest.index_existing_shards`) goes through :func:`index_tar`, which lists
 a tar's members from their headers (no image bytes are read), groups them by key as webdataset does
 (``base_plus_ext``: ``dir/00001234.jpg`` -> key ``dir/00001234``, extension ``jpg``) and sorts the keys, and
 :func:`read_samples`, which then reads the members of a range of those keys by offset. The sample order of a

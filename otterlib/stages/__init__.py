@@ -12,9 +12,9 @@ from otterlib.stages.results import (bootstrap_table, build_results, noisy_match
 from otterlib.stages.setup import setup
 from otterlib.stages.training import (read_epochs, read_log, retrieval_table, run_curves, run_facts, setting_curves,
                                       train_run)
-from otterlib.stages.training_data import prepare_training_data
+from otterlib.stages.training_data import download_table, failure_table, metadata_counts, prepare_training_data
 
-__all__ = ["setup", "prepare_training_data", "prepare_eval_sets", "load_eval_set", "summarize_eval_set",
-           "goi_label_checks", "train_run", "read_log", "read_epochs", "retrieval_table", "run_facts", "run_curves",
-           "setting_curves", "evaluate_run", "build_results", "bootstrap_table", "otter_matching",
-           "noisy_matching_analysis", "trained_settings"]
+__all__ = ["setup", "prepare_training_data", "download_table", "failure_table", "metadata_counts",
+           "prepare_eval_sets", "load_eval_set", "summarize_eval_set", "goi_label_checks", "train_run", "read_log",
+           "read_epochs", "retrieval_table", "run_facts", "run_curves", "setting_curves", "evaluate_run",
+           "build_results", "bootstrap_table", "otter_matching", "noisy_matching_analysis", "trained_settings"]

@@ -24,7 +24,7 @@ def prepare_eval_sets(profile: Profile, force: bool = False) -> pd.DataFrame:
         if marker.is_file() and not force:
             rows.append(json.loads(marker.read_text()))
             continue
-        if profile.data.source == "synthetic":
+        if profile.data.synthetic_world:
             _write_synthetic_eval_set(profile, set_cfg)
         else:
             _fetch_eval_metadata(set_cfg)

@@ -16,12 +16,13 @@ def setup(profile_name: str, overrides: dict[str, Any] | None = None) -> tuple[P
     configure_offline(profile.offline)
     profile.results_root.mkdir(parents=True, exist_ok=True)
     save_yaml(profile, profile.results_root / "profile.yaml")
-    data_root = layout.data_root(profile.data)
-    data_root.mkdir(parents=True, exist_ok=True)
     facts = runtime_info() | {
         "profile": profile.name, "offline": profile.offline, "git": git_sha(),
         "settings": [s.name for s in profile.settings], "methods": profile.methods,
-        "free_disk_gb (data)": round(shutil.disk_usage(data_root).free / 1e9, 1),
-        "device (train)": str(resolve_device(profile.train.device)),
     }
+    for name in profile.used_sources():
+        root = layout.source_root(profile.data.source(name))
+        root.mkdir(parents=True, exist_ok=True)
+        facts[f"free_disk_gb ({name} data)"] = round(shutil.disk_usage(root).free / 1e9, 1)
+    facts["device (train)"] = str(resolve_device(profile.train.device))
     return profile, facts

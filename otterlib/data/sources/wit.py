@@ -40,6 +40,12 @@ COLUMNS: tuple[str, ...] = (
 )
 """The 17 columns of a WIT TSV, in file order."""
 
+URL_BASE: str = "https://storage.googleapis.com/gresearch/wit/"
+"""Where Google serves the TSVs (``URL_BASE + file name``)."""
+TRAIN_FILES: tuple[str, ...] = tuple(f"wit_v1.train.all-{i:05d}-of-00010.tsv.gz" for i in range(10))
+VAL_FILES: tuple[str, ...] = tuple(f"wit_v1.val.all-{i:05d}-of-00005.tsv.gz" for i in range(5))
+DOWNLOAD_PAGE: str = "https://github.com/google-research-datasets/wit/blob/main/DATA.md"
+
 IMAGE_MIME_TYPES: frozenset[str] = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 """Kept image types: those img2dataset (PIL) decodes."""
 

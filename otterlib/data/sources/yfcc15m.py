@@ -44,6 +44,13 @@ from otterlib.data.sources.textio import one_line, open_text
 
 SUBSET_ROWS: int = 14_829_396
 """Rows of OpenAI's subset list (openai/CLIP ``data/yfcc100m.md``)."""
+SUBSET_FILE: str = "yfcc100m_subset_data.tsv.bz2"
+SUBSET_URL: str = "https://openaipublic.azureedge.net/clip/data/yfcc100m_subset_data.tsv.bz2"
+SUBSET_PAGE: str = "https://github.com/openai/CLIP/blob/main/data/yfcc100m.md"
+METADATA_FILE: str = "yfcc100m_dataset"
+"""The metadata's default name. Yahoo Webscope's parts ``yfcc100m_dataset-0.bz2`` .. ``-9.bz2`` concatenated
+(``cat yfcc100m_dataset-?.bz2 > yfcc100m_dataset.bz2``: bz2 streams chain) read the same."""
+METADATA_PAGE: str = "https://multimediacommons.wordpress.com/yfcc100m-core-dataset/"
 
 METADATA_COLUMNS: tuple[str, ...] = (
     "line_number", "photo_id", "photo_hash", "user_nsid", "user_nickname", "date_taken", "date_uploaded",
