@@ -58,7 +58,7 @@ def test_the_gpu_smoke_profile_plans_the_four_methods_at_paper_shape():
     t = profile.train
     assert (t.batch_size, t.image_size, t.precision, t.device, t.epochs, t.optimizer) == \
         (512, 224, "auto", "auto", 1, "sgd")
-    assert profile.data.sources["cc3m"].origin == "synthetic" and profile.data.download.image_size == 256
+    assert profile.data.source("cc3m").origin == "synthetic" and profile.data.download.image_size == 256
     steps = runner.plan(profile)
     assert [s.notebook for s in steps].count("03_train") == 4 and [s.notebook for s in steps][-1] == "05_results"
     lines = []
