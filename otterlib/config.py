@@ -23,7 +23,8 @@ PROFILE_DIR: Path = REPO_ROOT / "data" / "profiles"
 
 @dataclass
 class SyntheticConfig:
-    """The seeded synthetic captioned-shape data of the offline profile."""
+    """The seeded synthetic world of the offline profile (:mod:`otterlib.data.world`): training pairs and eval
+    sets drawn from it."""
 
     n_train: int = 1536
     n_val: int = 256
@@ -32,6 +33,8 @@ class SyntheticConfig:
     image_size: int = 64
     noise_fraction: float = 0.3
     """Fraction of training pairs whose caption is corrupted (half wrong captions, half partial ones)."""
+    zipf_exponent: float = 0.8
+    """Skew of the attribute draws: value of rank r (1 = most frequent) has probability ∝ r^-zipf_exponent."""
     seed: int = 0
 
 
