@@ -3,14 +3,16 @@
 Each stage reads a :class:`~otterlib.config.Profile`, writes its outputs where :mod:`otterlib.layout`
 says, and returns plain data (dicts, dataclasses, DataFrames) for the notebook to display. One module
 per stage: :mod:`.setup` (00), :mod:`.training_data` (01), :mod:`.eval_sets` (02), :mod:`.training` (03),
-:mod:`.evaluation` (04), :mod:`.results` (05).
+:mod:`.evaluation` (04), :mod:`.results` (05), :mod:`.noise_study` (06).
 """
 from otterlib.stages.eval_sets import load_eval_set, prepare_eval_sets
 from otterlib.stages.evaluation import evaluate_run
+from otterlib.stages.noise_study import run_noise_study
 from otterlib.stages.results import bootstrap_table, build_results, noisy_matching_analysis, otter_matching
 from otterlib.stages.setup import setup
 from otterlib.stages.training import read_log, train_run
 from otterlib.stages.training_data import prepare_training_data
 
 __all__ = ["setup", "prepare_training_data", "prepare_eval_sets", "load_eval_set", "train_run", "read_log",
-           "evaluate_run", "build_results", "bootstrap_table", "otter_matching", "noisy_matching_analysis"]
+           "evaluate_run", "build_results", "bootstrap_table", "otter_matching", "noisy_matching_analysis",
+           "run_noise_study"]
