@@ -1,7 +1,8 @@
 """Runs the numbered notebooks headlessly with papermill, in order (what ``./run_all.sh`` calls).
 
 Plan: ``00_setup`` → ``01_download_cc3m`` → ``02_prepare_eval_sets`` → ``03_train`` for every
-(setting, method, seed) → ``04_evaluate`` for every such run and reference model → ``05_results``.
+(setting, method, seed) → ``04_evaluate`` for every such run and reference model → ``05_results``
+→ ``06_noise_study`` (profiles on the synthetic world only: its eval sets are the world's).
 Executed copies land under ``results/<profile>/``; a step whose outputs exist is skipped unless
 ``--force``. A failure stops the run with the failed notebook, its parameters and the executed copy
 that holds the traceback.
@@ -95,7 +96,14 @@ def plan(profile: Profile, overrides: dict[str, Any] | None = None, only: set[st
         ref_dir = layout.reference_dir(profile, ref)
         steps.append(Step("04_evaluate", ref_dir / "04_evaluate.ipynb", base | {"reference": ref},
                           done=lambda d=ref_dir: layout.eval_rows_path(d, profile.eval.mode).is_file()))
+<<<<<<< HEAD
     steps.append(Step("05_results", shared / "05_results.ipynb", dict(base)))
+=======
+    steps.append(Step("05_results", root / "05_results.ipynb", dict(base)))
+    if profile.data.source == "synthetic":
+        steps.append(Step("06_noise_study", root / "06_noise_study.ipynb", dict(base),
+                          done=lambda: (root / "noise_study" / "study.json").is_file()))
+>>>>>>> h4-noise-study
     if only:
         steps = [s for s in steps if any(s.notebook.startswith(o) for o in only)]
     return steps

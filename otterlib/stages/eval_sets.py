@@ -42,9 +42,11 @@ def _write_synthetic_eval_set(profile: Profile, set_cfg: EvalSetConfig) -> None:
     syn = profile.data.synthetic
     dest = layout.eval_set_dir(set_cfg)
     if set_cfg.name == "goi":
-        synthetic.make_synthetic_goi(dest, syn.n_eval_goi, syn.image_size, seed=syn.seed + 101)
+        synthetic.make_synthetic_goi(dest, syn.n_eval_goi, syn.image_size, seed=syn.seed + 101,
+                                     zipf_exponent=syn.zipf_exponent)
     elif set_cfg.name == "in10k":
-        synthetic.make_synthetic_in10k(dest, syn.n_eval_in10k, syn.image_size, seed=syn.seed + 202)
+        synthetic.make_synthetic_in10k(dest, syn.n_eval_in10k, syn.image_size, seed=syn.seed + 202,
+                                       zipf_exponent=syn.zipf_exponent)
     else:
         raise ValueError(f"no synthetic generator for eval set {set_cfg.name!r} (goi, in10k)")
 
