@@ -96,14 +96,10 @@ def plan(profile: Profile, overrides: dict[str, Any] | None = None, only: set[st
         ref_dir = layout.reference_dir(profile, ref)
         steps.append(Step("04_evaluate", ref_dir / "04_evaluate.ipynb", base | {"reference": ref},
                           done=lambda d=ref_dir: layout.eval_rows_path(d, profile.eval.mode).is_file()))
-<<<<<<< HEAD
     steps.append(Step("05_results", shared / "05_results.ipynb", dict(base)))
-=======
-    steps.append(Step("05_results", root / "05_results.ipynb", dict(base)))
     if profile.data.source == "synthetic":
-        steps.append(Step("06_noise_study", root / "06_noise_study.ipynb", dict(base),
+        steps.append(Step("06_noise_study", shared / "06_noise_study.ipynb", dict(base),
                           done=lambda: (root / "noise_study" / "study.json").is_file()))
->>>>>>> h4-noise-study
     if only:
         steps = [s for s in steps if any(s.notebook.startswith(o) for o in only)]
     return steps

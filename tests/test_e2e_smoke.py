@@ -57,7 +57,6 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     assert (root / "tables" / "comparison.png").stat().st_size > 0
     assert (root / "tables" / "matching_tiny-scratch.png").stat().st_size > 0  # OTTER's target matrix figure
     assert (root / "tables" / "off_diag_tiny-scratch.png").stat().st_size > 0   # noisy-batch analysis
-<<<<<<< HEAD
     tally = pd.read_csv(root / "tables" / "tally.csv")
     assert len(tally) == table.shape[1]  # one outcome per (setting, eval set, metric) cell
     assert set(tally["outcome"]) <= {"win", "tie", "loss"}
@@ -73,11 +72,7 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     summary = [line for line in (root / "tables" / "comparison.md").read_text().splitlines() if line.strip()][-1]
     counts = [int(n) for n in re.findall(r"\d+", summary)[:4]]  # wins, ties, losses, cells
     assert counts == [*(int((tally["outcome"] == o).sum()) for o in ("win", "tie", "loss")), len(tally)]
-    for nb in ("00_setup", "01_download_cc3m", "02_prepare_eval_sets", "05_results"):
-=======
-    assert "OTTER wins" in (root / "tables" / "comparison.md").read_text()
     for nb in ("00_setup", "01_download_cc3m", "02_prepare_eval_sets", "05_results", "06_noise_study"):
->>>>>>> h4-noise-study
         assert (root / f"{nb}.ipynb").is_file()
     study = json.loads((root / "noise_study" / "study.json").read_text())
     assert study["n_runs"] == 2 * 2 * 2 * len(profile.methods) and (root / "noise_study" / "closing.md").is_file()

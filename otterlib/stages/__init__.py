@@ -7,23 +7,13 @@ per stage: :mod:`.setup` (00), :mod:`.training_data` (01), :mod:`.eval_sets` (02
 """
 from otterlib.stages.eval_sets import goi_label_checks, load_eval_set, prepare_eval_sets, summarize_eval_set
 from otterlib.stages.evaluation import evaluate_run
-<<<<<<< HEAD
+from otterlib.stages.noise_study import run_noise_study
 from otterlib.stages.results import (bootstrap_table, build_results, noisy_matching_analysis, otter_matching,
                                      trained_settings)
-=======
-from otterlib.stages.noise_study import run_noise_study
-from otterlib.stages.results import bootstrap_table, build_results, noisy_matching_analysis, otter_matching
->>>>>>> h4-noise-study
 from otterlib.stages.setup import setup
 from otterlib.stages.training import read_log, train_run
 from otterlib.stages.training_data import prepare_training_data
 
-<<<<<<< HEAD
 __all__ = ["setup", "prepare_training_data", "prepare_eval_sets", "load_eval_set", "summarize_eval_set",
            "goi_label_checks", "train_run", "read_log", "evaluate_run", "build_results", "bootstrap_table",
-           "otter_matching", "noisy_matching_analysis", "trained_settings"]
-=======
-__all__ = ["setup", "prepare_training_data", "prepare_eval_sets", "load_eval_set", "train_run", "read_log",
-           "evaluate_run", "build_results", "bootstrap_table", "otter_matching", "noisy_matching_analysis",
-           "run_noise_study"]
->>>>>>> h4-noise-study
+           "otter_matching", "noisy_matching_analysis", "trained_settings", "run_noise_study"]
