@@ -6,6 +6,11 @@
 * **Best constant ranking**: every image gets the same list, the classes ordered by how many images of the
   eval set carry them (ties by the lower class id). It is what a model that ignores the image can reach at
   best with a frequency prior; label sets with ancestors (Tencent) make it strong.
+* **mAP of the random ranking**, also exact: a class with ``R`` positives among ``N`` images, its images in a
+  uniformly random order, has ``E[AP] = (H_N + (R - 1) / (N - 1) · (N - H_N)) / N`` (``H_N`` the N-th harmonic
+  number; a positive at rank r has on average ``(r - 1)(R - 1)/(N - 1)`` positives above it). A constant
+  ranking has no mAP of its own: it gives every image the same score for a class, so it orders no image
+  above another (broken at random, its expected mAP is the random ranking's).
 
 :func:`trivial_rows` writes both as :class:`otterlib.evaluate.EvalRow` s (``kind: "trivial"``).
 """
@@ -61,14 +66,34 @@ def constant_ranking_hits(labels: Sequence[Sequence[int]], n_classes: int, k: in
     return (best < k).astype(np.float64)
 
 
+def random_ranking_average_precisions(labels: Sequence[Sequence[int]], n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(class_ids, E[AP])`` of every class with a positive image when the images are ranked in a uniformly
+    random order per class (the formula in the module docstring); the mean of ``E[AP]`` is the random
+    ranking's expected mAP as :func:`otterlib.evaluate.mean_average_precision` averages it."""
+    n = len(labels)
+    positives = class_frequencies(labels, n_classes)
+    class_ids = np.flatnonzero(positives)
+    if n == 0 or class_ids.size == 0:
+        raise ValueError("the expected average precision needs at least one positive label")
+    if n == 1:
+        return class_ids, np.ones(class_ids.size)
+    harmonic = float(np.sum(1.0 / np.arange(1, n + 1)))
+    r = positives[class_ids].astype(np.float64)
+    return class_ids, (harmonic + (r - 1) / (n - 1) * (n - harmonic)) / n
+
+
 def trivial_metrics(eval_set: MultiLabelEvalSet, method: str, ks: Sequence[int]) -> dict[str, float]:
-    """``{"fh@k": value}`` of ``random`` (exact expectation) or ``constant`` (best constant ranking)."""
+    """``{"fh@k": value}`` of ``random`` (exact expectation, and ``map``: its expected mAP) or ``constant``
+    (best constant ranking; no mAP, see the module docstring)."""
     hits = {"random": random_ranking_hits, "constant": constant_ranking_hits}
     if method not in hits:
         raise ValueError(f"trivial method must be one of {TRIVIAL_METHODS}, got {method!r}")
     if eval_set.n_images == 0:
         raise ValueError(f"eval set {eval_set.name!r} has no images")
-    return {f"fh@{k}": float(hits[method](eval_set.labels, eval_set.n_classes, k).mean()) for k in ks}
+    metrics = {f"fh@{k}": float(hits[method](eval_set.labels, eval_set.n_classes, k).mean()) for k in ks}
+    if method == "random":
+        metrics["map"] = float(random_ranking_average_precisions(eval_set.labels, eval_set.n_classes)[1].mean())
+    return metrics
 
 
 def trivial_rows(eval_set: MultiLabelEvalSet, ks: Sequence[int], mode: str, **provenance: Any) -> list[dict[str, Any]]:

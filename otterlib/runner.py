@@ -79,7 +79,8 @@ def plan(profile: Profile, overrides: dict[str, Any] | None = None, only: set[st
         Step("01_download_cc3m", shared / "01_download_cc3m.ipynb", dict(base),
              done=lambda: layout.training_data_ready(profile)),
         Step("02_prepare_eval_sets", shared / "02_prepare_eval_sets.ipynb", dict(base),
-             done=lambda: layout.eval_sets_ready(profile)),
+             done=lambda: layout.eval_sets_ready(profile) and layout.eval_rows_path(
+                 layout.trivial_dir(profile), profile.eval.mode).is_file()),
     ]
     runs = [run for run in profile.runs() if run[0] in selected]
     for setting, method, seed in runs:

@@ -9,6 +9,7 @@ every eval image (e.g. FH@1 hits, 0/1), the same images in the same order for ev
   there are several, the seeds (the same seeds for both methods). A cell is a **tie** when the interval
   contains 0, a **win** when it lies above 0, a **loss** when below (:func:`interval_verdict`).
 * :func:`fixed_rule_verdict`: the paper-style rule, a tie when the difference is within a fixed tolerance.
+* :func:`bootstrap_interval`: the interval of one method's mean score under the same resampling.
 * :func:`seed_interval`: mean and Student-t interval over seeds of a per-seed score (eval images fixed).
 * :func:`compare_to_best`: a method against the best of several baselines in one cell, with both rules.
 
@@ -58,6 +59,15 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, level: fl
         stats[start:start + n] = ((image_w @ diff.T) * seed_w).sum(1)
     low, high = np.quantile(stats, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(diff.mean()), float(low), float(high)
+
+
+def bootstrap_interval(x: np.ndarray, n_boot: int = 2000, level: float = 0.95,
+                       seed: int = 0) -> tuple[float, float, float]:
+    """``(mean(x), low, high)``: the percentile interval of one method's mean score under the same
+    resampling as :func:`paired_bootstrap` (eval units and, when there are several, seeds); ``x``:
+    (n_seeds, n_units) or (n_units,)."""
+    x = np.asarray(x, dtype=np.float64)
+    return paired_bootstrap(x, np.zeros_like(x), n_boot, level, seed)
 
 
 def interval_verdict(low: float, high: float) -> str:

@@ -61,12 +61,27 @@ def test_constant_ranking_is_the_best_constant_guess_at_k1():
     assert baselines.constant_ranking_hits(labels, 8, 1).mean() == pytest.approx(best_single)
 
 
+def test_random_ranking_average_precision_is_exact():
+    """E[AP] per class against the mean AP over every order of 6 images (sklearn's AP per order)."""
+    from sklearn.metrics import average_precision_score
+
+    labels = [[0], [0, 1], [], [2], [0, 2], [1]]
+    class_ids, expected = baselines.random_ranking_average_precisions(labels, 4)
+    assert class_ids.tolist() == [0, 1, 2]  # class 3 has no positive image
+    for c, e in zip(class_ids, expected):
+        truth = np.array([c in row for row in labels])
+        scores = [-np.argsort(order) for order in itertools.permutations(range(len(labels)))]
+        assert e == pytest.approx(np.mean([average_precision_score(truth, s) for s in scores]))
+    assert baselines.random_ranking_average_precisions([[0]], 3)[1].tolist() == [1.0]
+
+
 def test_trivial_rows_are_eval_rows(tmp_path):
     es = _set([[0], [1, 2], [2]], 5)
     rows = baselines.trivial_rows(es, (1, 2), mode="paper", setting="all", profile="toy")
     assert [r["method"] for r in rows] == ["random", "constant"] and all(r["kind"] == "trivial" for r in rows)
     assert all(EVAL_ROW_KEYS <= set(r) for r in rows)
     assert rows[0]["metrics"]["fh@1"] == pytest.approx((1 / 5 + 2 / 5 + 1 / 5) / 3)
+    assert set(rows[0]["metrics"]) == {"fh@1", "fh@2", "map"}  # the random ranking's expected mAP; none constant
     assert rows[1]["metrics"] == {"fh@1": pytest.approx(2 / 3), "fh@2": pytest.approx(1.0)}
     assert rows[0]["label_cardinality"] == pytest.approx(4 / 3) and rows[0]["n_classes"] == 5
     write_eval_rows(tmp_path / "eval.jsonl", rows)

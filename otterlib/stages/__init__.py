@@ -5,15 +5,16 @@ says, and returns plain data (dicts, dataclasses, DataFrames) for the notebook t
 per stage: :mod:`.setup` (00), :mod:`.training_data` (01), :mod:`.eval_sets` (02), :mod:`.training` (03),
 :mod:`.evaluation` (04), :mod:`.results` (05), :mod:`.noise_study` (06).
 """
-from otterlib.stages.eval_sets import goi_label_checks, load_eval_set, prepare_eval_sets, summarize_eval_set
+from otterlib.stages.eval_sets import (goi_label_checks, load_eval_set, prepare_eval_sets, summarize_eval_set,
+                                      write_trivial_rows)
 from otterlib.stages.evaluation import evaluate_run
 from otterlib.stages.noise_study import run_noise_study
-from otterlib.stages.results import (bootstrap_table, build_results, noisy_matching_analysis, otter_matching,
+from otterlib.stages.results import (build_results, noisy_matching_analysis, otter_matching, run_facts,
                                      trained_settings)
 from otterlib.stages.setup import setup
 from otterlib.stages.training import read_log, train_run
 from otterlib.stages.training_data import prepare_training_data
 
 __all__ = ["setup", "prepare_training_data", "prepare_eval_sets", "load_eval_set", "summarize_eval_set",
-           "goi_label_checks", "train_run", "read_log", "evaluate_run", "build_results", "bootstrap_table",
+           "goi_label_checks", "write_trivial_rows", "train_run", "read_log", "evaluate_run", "build_results", "run_facts",
            "otter_matching", "noisy_matching_analysis", "trained_settings", "run_noise_study"]
