@@ -24,7 +24,8 @@ import numpy as np
 
 VERDICTS: tuple[str, ...] = ("win", "tie", "loss")
 _BLOCK_CELLS: int = 1 << 22
-"""Replicates × images per block of the bootstrap (bounds its memory at ~32 MB of float64)."""
+"""Replicates × images per block of the bootstrap (bounds its memory at ~100 MB: the draws, their counts and
+the weights, 8 bytes each)."""
 
 
 def _aligned(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -33,6 +34,14 @@ def _aligned(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"paired scores must be non-empty (n_seeds, n_images) arrays of one shape, got "
                          f"{a.shape} and {b.shape}")
     return a, b
+
+
+def _resample_counts(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
+    """(n, size) multinomial counts: how often each of ``size`` units is drawn in each of ``n`` resamples of
+    ``size`` draws with replacement (counted with one bincount: ~6x faster than ``rng.multinomial`` at 125k
+    units, where it runs one binomial per unit)."""
+    draws = rng.integers(0, size, size=(n, size)) + np.arange(n)[:, None] * size
+    return np.bincount(draws.ravel(), minlength=n * size).reshape(n, size)
 
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, level: float = 0.95,
@@ -53,7 +62,7 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, level: fl
     block = max(1, _BLOCK_CELLS // n_images)
     for start in range(0, n_boot, block):
         n = min(block, n_boot - start)
-        image_w = rng.multinomial(n_images, np.full(n_images, 1.0 / n_images), size=n) / n_images
+        image_w = _resample_counts(rng, n, n_images) / n_images
         seed_w = (rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=n) / n_seeds if n_seeds > 1
                   else np.ones((n, 1)))
         stats[start:start + n] = ((image_w @ diff.T) * seed_w).sum(1)
