@@ -15,7 +15,7 @@ import pandas as pd
 
 from otterlib.report.grid import METHOD, Grid, label
 from otterlib.report.tables import SATURATION
-from otterlib.report.tally import PLURALS, TieRules, counts_text, verdict_counts
+from otterlib.report.tally import TieRules, counted, counts_text, verdict_counts
 
 ABSTRACT_QUOTE: str = ("Over 42 evaluations on 7 different dataset/architecture settings x 6 metrics, OTTER "
                        "outperforms (32) or ties (2) all baselines in 34 of them")
@@ -71,32 +71,37 @@ def _effect(c: pd.Series) -> str:
 
 
 def _verdict_sentences(t: pd.DataFrame, grid: Grid, rules: TieRules) -> list[str]:
-    tallied = t[t["tallied"]]
-    available = tallied[tallied["status"] == "available"]
+    available = counted(t)
     out = [f"{len(available)} of {grid.n_evaluations} evaluations (settings × eval sets × FH@1/5/10) are available"
            + (", the rest missing." if len(available) < grid.n_evaluations else ".")]
     if available.empty:
         return out
     with_interval = available[available["verdict"].notna()]
     out.append(f"By the interval rule (a tie when the {100 * rules.level:g} % paired-bootstrap interval of OTTER − "
-               f"best baseline contains 0) OTTER has {counts_text(verdict_counts(t, 'verdict'))}"
+               f"best baseline contains 0) OTTER has {counts_text(verdict_counts(available, 'verdict'))}"
                + (f" ({len(available) - len(with_interval)} cells have no score files and no interval)"
                   if len(with_interval) < len(available) else "")
                + f"; by the paper-style fixed rule (a tie within ±{rules.tolerance:g} points) "
-               f"{counts_text(verdict_counts(t, 'fixed_verdict'))}.")
+               f"{counts_text(verdict_counts(available, 'fixed_verdict'))}.")
+    significant = with_interval[with_interval["verdict"] != "tie"]
+    if significant.empty and not with_interval.empty:
+        out.append("No cell differs significantly: every interval contains 0.")
+    elif not significant.empty:
+        shown = "; ".join(_effect(c) for _, c in significant.head(6).iterrows())
+        out.append(f"Significant ({len(significant)}): {shown}" + ("; …" if len(significant) > 6 else "") + ".")
     disagree = with_interval[with_interval["verdict"] != with_interval["fixed_verdict"]]
     if not disagree.empty:
         shown = "; ".join(f"{_cell_name(c)}: {c['fixed_verdict']} by the fixed rule, {c['verdict']} by the interval"
                           for _, c in disagree.head(4).iterrows())
         out.append(f"The two rules disagree on {len(disagree)} cell{'s' if len(disagree) != 1 else ''} ({shown}"
                    f"{'; …' if len(disagree) > 4 else ''}).")
-    largest = available.reindex(available["diff"].abs().sort_values(ascending=False).index).head(3)
+    largest = available.reindex(available["diff"].abs().sort_values(ascending=False, kind="stable").index).head(3)
     out.append("The largest differences: " + "; ".join(_effect(c) for _, c in largest.iterrows()) + ".")
     map_cells = t[(t["metric"] == "map") & (t["status"] == "available") & t["verdict"].notna()]
     if not map_cells.empty:
-        counts = {v: int((map_cells["verdict"] == v).sum()) for v in PLURALS}
-        out.append(f"On mAP, which the paper does not count, OTTER has {counts_text(counts)} of {len(map_cells)} "
-                   f"cells by the interval rule.")
+        out.append(f"On mAP, which the paper does not count, OTTER has "
+                   f"{counts_text(verdict_counts(map_cells, 'verdict'))} of {len(map_cells)} cells by the interval "
+                   f"rule.")
     return out
 
 
@@ -153,7 +158,7 @@ def evidence_gaps(facts: RunFacts, available: int, grid: Grid) -> list[str]:
 
 
 def _evidence_sentences(facts: RunFacts, t: pd.DataFrame, grid: Grid) -> list[str]:
-    available = int(((t["status"] == "available") & t["tallied"]).sum())
+    available = len(counted(t))
     out = [f"The abstract reports, for the paper's own runs: \"{ABSTRACT_QUOTE}\" (34 of 42; its tie rule is not "
            f"stated). That count is the paper's, on its data and models; this table's counts above are of these "
            f"runs and are not comparable with it."]

@@ -36,8 +36,8 @@ def statistics_markdown(batch_size: int, scale: float) -> str:
                        for b, s in CLIP_CC3M_FOOTER.items())
     uniform = 1 / batch_size
     return (
-        f"Per batch of B = {batch_size} training pairs, P = softmax over each row of {scale:g} · v·tᵀ (the probability "
-        f"that image i goes with caption j; each row sums to 1):\n\n"
+        f"Per batch of B = {batch_size} training pairs, P = softmax over each row of {scale:g} · v·tᵀ (the "
+        f"probability that image i goes with caption j; each row sums to 1):\n\n"
         f"- **on_diag_avg**: the mean of P_ii, the probability the model gives to the image's own caption;\n"
         f"- **off_diag_avg**: the mean of all B² entries with the diagonal set to 0 (the official divisor), about "
         f"(1 − on_diag_avg) / B;\n"

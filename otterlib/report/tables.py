@@ -88,8 +88,9 @@ def _number(value: float, low: float = np.nan, high: float = np.nan) -> str:
     return f"{value:.1f}" if np.isnan(low) else f"{value:.1f} [{low:.1f}, {high:.1f}]"
 
 
-def _markdown(header: Sequence[str], lines: Sequence[Sequence[str]]) -> str:
-    rule = ["---" if i < 3 else "--:" for i in range(len(header))]
+def _markdown(header: Sequence[str], lines: Sequence[Sequence[str]], text_columns: int) -> str:
+    """A Markdown table: the first ``text_columns`` left-aligned, the numbers right-aligned."""
+    rule = ["---" if i < text_columns else "--:" for i in range(len(header))]
     return "\n".join("| " + " | ".join(cells) + " |" for cells in [list(header), rule, *lines])
 
 
@@ -111,63 +112,58 @@ def eval_set_markdown(block: pd.DataFrame, saturating: Sequence[str]) -> str:
         paper = [_number(by_metric.loc[m, "published"]) for m in metrics if m in TALLY_METRICS] if with_paper else []
         name = f"**{label(method)}**" if method == METHOD else label(method)
         lines.append([where, by_metric["provenance"].iloc[0] if first else "", name, *cells, *paper])
-    return _markdown(header, lines)
+    return _markdown(header, lines, 3)
 
 
 def table_caption(table: pd.DataFrame, level: float) -> str:
-    """What the numbers of :func:`results_table` are, from its content (seeds, resampled units)."""
+    """What the numbers of :func:`results_table` are, from its content (seeds, unevaluated references)."""
     trained = table[(table["kind"] == "trained") & table["value"].notna()]
-    seeds = sorted(set(trained["n_seeds"]))
-    seeds_text = " or ".join(map(str, seeds)) if seeds else "no"
+    seeds = " or ".join(map(str, sorted(set(trained["n_seeds"])))) or "no"
     references = table[table["kind"] == "reference"].groupby("method", sort=False)["value"].count()
     unevaluated = [label(m) for m, n in references.items() if n == 0]
-    not_run = (f" {', '.join(unevaluated)}: not evaluated by this profile (add it to `eval.references`)."
-               if unevaluated else "")
-    return (f"Values in percent. Trained lines: the mean over {seeds_text} training seed(s) and its "
-            f"{100 * level:g} % percentile-bootstrap interval [low, high] (reference models: the same, one run), "
-            f"resampling the eval images (FH@k) or "
-            f"the classes with a positive image (mAP), and the seeds when there are several; no interval where a "
-            f"score file is missing. Random ranking: its exact expectation; best constant ranking (classes by "
-            f"image frequency, chosen on these labels): exact, no interval, and no mAP (it scores every image "
-            f"alike). {MISSING}: not measured. \"(saturated)\": the constant ranking or every trained method reaches "
-            f"{SATURATION:g} % there, so it separates little; those columns come last.{not_run}")
-
-
-def tally_markdown(t: pd.DataFrame, metrics: Sequence[str], eval_sets: Sequence[str]) -> str:
-    """The tally as a grid: one line per setting, one column per (eval set, metric); each cell OTTER − best
-    baseline in points with its interval, the interval verdict, and the fixed rule's when it differs."""
-    header = ["setting", "provenance", *[f"{label(e)} {label(m)}" for e in eval_sets for m in metrics]]
-    cells = t.set_index(["setting", "eval_set", "metric"])
-    lines = []
-    for setting in dict.fromkeys(t["setting"]):
-        line = [setting, cells.loc[(setting, eval_sets[0], metrics[0]), "provenance"]]
-        for e in eval_sets:
-            for m in metrics:
-                c = cells.loc[(setting, e, m)]
-                line.append(cell_text(c))
-        lines.append(line)
-    return _markdown(header, lines)
+    return " ".join([
+        f"Values in percent. Trained lines: the mean over {seeds} training seed(s) and its {100 * level:g} % "
+        f"percentile-bootstrap interval [low, high] (reference models: the same, one run), resampling the eval "
+        f"images (FH@k) or the classes with a positive image (mAP), and the seeds when there are several; no "
+        f"interval where a score file is missing.",
+        "Random ranking: its exact expectation. Best constant ranking (classes by image frequency, chosen on these "
+        "labels): exact, no interval, and no mAP (it scores every image alike).",
+        f"{MISSING}: not measured. \"(saturated)\": the constant ranking or every trained method reaches "
+        f"{SATURATION:g} % there, so the column separates little; those columns come last.",
+        *([f"{', '.join(unevaluated)}: not evaluated by this profile (see `eval.references`)."]
+          if unevaluated else [])])
 
 
 def cell_text(c: Mapping[str, object]) -> str:
-    """``+2.2 [−1.0, +5.4] tie (fixed rule: win)`` for one tally cell; ``— missing`` without it."""
+    """``+2.2 [-1.0, +5.4] **tie** (fixed rule: win)`` for one tally cell: the difference in points, its
+    interval and verdict, and the fixed rule's verdict where it differs or where there is no interval;
+    ``— missing (...)`` for a missing cell."""
     if c["status"] != "available":
         return f"{MISSING} {c['status']}"
-    interval = "" if pd.isna(c["low"]) else f" [{c['low']:+.1f}, {c['high']:+.1f}]"
-    verdict = c["fixed_verdict"] if pd.isna(c["verdict"]) else c["verdict"]
-    fixed = ("" if pd.isna(c["verdict"]) or c["verdict"] == c["fixed_verdict"]
-             else f" (fixed rule: {c['fixed_verdict']})")
-    rule = " (fixed rule only)" if pd.isna(c["verdict"]) else ""
-    return f"{c['diff']:+.1f}{interval} **{verdict}**{fixed}{rule}"
+    if pd.isna(c["verdict"]):
+        return f"{c['diff']:+.1f} **{c['fixed_verdict']}** (fixed rule only)"
+    fixed = "" if c["verdict"] == c["fixed_verdict"] else f" (fixed rule: {c['fixed_verdict']})"
+    return f"{c['diff']:+.1f} [{c['low']:+.1f}, {c['high']:+.1f}] **{c['verdict']}**{fixed}"
+
+
+def tally_markdown(t: pd.DataFrame, metrics: Sequence[str], eval_sets: Sequence[str]) -> str:
+    """The tally as a grid: one line per setting (with its provenance), one column per (eval set, metric),
+    each cell :func:`cell_text`."""
+    cells = t.set_index(["setting", "eval_set", "metric"])
+    lines = [[setting, cells.loc[(setting, eval_sets[0], metrics[0]), "provenance"],
+              *[cell_text(cells.loc[(setting, e, m)]) for e in eval_sets for m in metrics]]
+             for setting in dict.fromkeys(t["setting"])]
+    return _markdown(["setting", "provenance", *[f"{label(e)} {label(m)}" for e in eval_sets for m in metrics]],
+                     lines, 2)
 
 
 def published_markdown(published: pd.DataFrame) -> str:
-    """The published numbers (percent) as a table: one line per (setting, method), columns eval set × metric."""
+    """The published numbers (percent) as a table: one line per (setting, method) with its source, columns
+    eval set × metric."""
     wide = (published.assign(value=published["value"] * 100)
             .pivot_table(index=["setting", "method"], columns=["eval_set", "metric"], values="value"))
     columns = [(e, m) for e in dict.fromkeys(published["eval_set"]) for m in TALLY_METRICS if (e, m) in wide.columns]
-    lines = []
-    for setting in dict.fromkeys(published["setting"]):
-        for method in method_order(wide.loc[setting].index):
-            lines.append([setting, "", label(method), *[_number(wide.loc[(setting, method), c]) for c in columns]])
-    return _markdown(["setting", "", "method", *[f"{label(e)} {label(m)}" for e, m in columns]], lines)
+    source = published.drop_duplicates("setting").set_index("setting")["source"]
+    lines = [[setting, source[setting], label(method), *[_number(wide.loc[(setting, method), c]) for c in columns]]
+             for setting in dict.fromkeys(published["setting"]) for method in method_order(wide.loc[setting].index)]
+    return _markdown(["setting", "source", "method", *[f"{label(e)} {label(m)}" for e, m in columns]], lines, 3)

@@ -89,10 +89,14 @@ def tally(rows: pd.DataFrame, grid: Grid, rules: TieRules = TieRules(), metrics:
     return pd.DataFrame(out, columns=list(COLUMNS))
 
 
-def verdict_counts(t: pd.DataFrame, column: str) -> dict[str, int]:
-    """``{"win": W, "tie": T, "loss": L}`` of a verdict column over the tallied, available cells."""
-    decided = t[t["tallied"] & (t["status"] == "available")][column]
-    return {v: int((decided == v).sum()) for v in stats.VERDICTS}
+def counted(t: pd.DataFrame) -> pd.DataFrame:
+    """The cells of a tally that the paper's count holds and that are available."""
+    return t[t["tallied"] & (t["status"] == "available")]
+
+
+def verdict_counts(cells: pd.DataFrame, column: str) -> dict[str, int]:
+    """``{"win": W, "tie": T, "loss": L}`` of a verdict column (``verdict`` or ``fixed_verdict``) over ``cells``."""
+    return {v: int((cells[column] == v).sum()) for v in stats.VERDICTS}
 
 
 PLURALS: dict[str, str] = {"win": "wins", "tie": "ties", "loss": "losses"}
@@ -105,10 +109,11 @@ def counts_text(counts: Mapping[str, int]) -> str:
 
 def tally_summary(t: pd.DataFrame, rules: TieRules = TieRules()) -> str:
     """``k of N evaluations available`` and the win/tie/loss counts of OTTER by both rules (tallied cells)."""
-    tallied = t[t["tallied"]]
-    available = tallied[tallied["status"] == "available"]
+    available = counted(t)
     without = int(available["verdict"].isna().sum())
-    interval = (f"interval rule ({100 * rules.level:g} % paired bootstrap): {counts_text(verdict_counts(t, 'verdict'))}"
+    interval = (f"interval rule ({100 * rules.level:g} % paired bootstrap): "
+                f"{counts_text(verdict_counts(available, 'verdict'))}"
                 + (f", {without} without score files" if without else ""))
-    return (f"{len(available)} of {len(tallied)} evaluations available. OTTER vs the best baseline, {interval}; "
-            f"fixed rule (±{rules.tolerance:g} points): {counts_text(verdict_counts(t, 'fixed_verdict'))}.")
+    return (f"{len(available)} of {int(t['tallied'].sum())} evaluations available. OTTER vs the best baseline, "
+            f"{interval}; fixed rule (±{rules.tolerance:g} points): "
+            f"{counts_text(verdict_counts(available, 'fixed_verdict'))}.")
