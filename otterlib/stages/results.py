@@ -80,7 +80,8 @@ def otter_matching(profile: Profile, setting: str, n: int = 9) -> tuple[np.ndarr
         t_img, t_txt = teacher(images, list(captions))
         targets, _ = create_loss("otter", **loss_kwargs(cfg)).targets(t_img, t_txt)
     pixels = images * torch.tensor(CLIP_STD)[:, None, None] + torch.tensor(CLIP_MEAN)[:, None, None]
-    title = f"OTTER targets α·I + (1−α)·M̃ (α = {cfg.loss.alpha:g}), {setting}: final EMA teacher on {n} held-out pairs"
+    title = (f"OTTER targets α·I + (1−α)·M̃ (α = {cfg.loss.alpha:g}), {setting}: final EMA teacher on {n} "
+             f"held-out pairs")
     path = report.plot_matching(targets.numpy(), captions, layout.tables_dir(profile) / f"matching_{setting}.png",
                                 images=pixels.permute(0, 2, 3, 1).numpy(), title=title)
     return targets.numpy(), list(captions), path
