@@ -108,5 +108,5 @@ def write_tables(rows: pd.DataFrame, grid: Grid, out_dir: Path, facts: RunFacts,
         figures.plot_comparison(table, paths["comparison.png"], headline)
     else:
         del paths["comparison.png"]
-    figures.plot_difference_heatmap(t, paths["difference.png"], TABLE_METRICS)
+    figures.plot_difference_heatmap(t, paths["difference.png"], TABLE_METRICS, rules.level)
     return report

@@ -95,8 +95,11 @@ def _verdict_sentences(t: pd.DataFrame, grid: Grid, rules: TieRules) -> list[str
                           for _, c in disagree.head(4).iterrows())
         out.append(f"The two rules disagree on {len(disagree)} cell{'s' if len(disagree) != 1 else ''} ({shown}"
                    f"{'; …' if len(disagree) > 4 else ''}).")
-    largest = available.reindex(available["diff"].abs().sort_values(ascending=False, kind="stable").index).head(3)
-    out.append("The largest differences: " + "; ".join(_effect(c) for _, c in largest.iterrows()) + ".")
+    ties = with_interval[with_interval["verdict"] == "tie"]
+    if not ties.empty:
+        largest = ties.reindex(ties["diff"].abs().sort_values(ascending=False, kind="stable").index).head(3)
+        out.append("The largest differences that are not significant: "
+                   + "; ".join(_effect(c) for _, c in largest.iterrows()) + ".")
     map_cells = t[(t["metric"] == "map") & (t["status"] == "available") & t["verdict"].notna()]
     if not map_cells.empty:
         out.append(f"On mAP, which the paper does not count, OTTER has "
@@ -126,7 +129,9 @@ def _chance_sentences(table: pd.DataFrame, saturating: Mapping[str, Sequence[str
             if pd.notna(constant):
                 beat = int((low > constant).sum())
                 sentence += (f" and {_pct(constant)} for the best constant ranking ({beat} of {len(trained)} "
-                             f"intervals lie above that)")
+                             f"intervals lie above that" + ("; no trained model ranks better than the class "
+                                                            "frequencies, which ignore the image" if beat == 0 else "")
+                             + ")")
             out.append(sentence + ".")
     saturated = {e: ms for e, ms in saturating.items() if ms}
     if saturated:

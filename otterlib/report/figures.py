@@ -85,10 +85,11 @@ def plot_comparison(table: pd.DataFrame, path: Path, metrics: Sequence[str]) -> 
     return _save(fig, path, tight=False)
 
 
-def plot_difference_heatmap(t: pd.DataFrame, path: Path, metrics: Sequence[str]) -> Path:
+def plot_difference_heatmap(t: pd.DataFrame, path: Path, metrics: Sequence[str], level: float = 0.95) -> Path:
     """OTTER − best baseline (points) per setting (rows) and (eval set, metric) (columns) of a tally
     (:func:`otterlib.report.tally.tally`): diverging colours around 0, each cell annotated with the difference,
-    the interval verdict (the fixed rule's, marked, where there is no interval), missing cells hatched."""
+    the verdict of the ``level`` interval (the fixed rule's, marked *, where there is no interval), missing cells
+    hatched."""
     plt = _pyplot()
     settings = list(dict.fromkeys(t["setting"]))
     eval_sets = list(dict.fromkeys(t["eval_set"]))
@@ -117,8 +118,8 @@ def plot_difference_heatmap(t: pd.DataFrame, path: Path, metrics: Sequence[str])
     for j in range(1, len(eval_sets)):
         ax.axvline(j * len(metrics) - 0.5, color="black", linewidth=1)
     fig.colorbar(image, ax=ax, fraction=0.04, label="OTTER − best baseline (points)")
-    ax.set_title("OTTER − best baseline per cell (verdict: 95 % paired-bootstrap interval; * fixed rule only)",
-                 fontsize=9)
+    ax.set_title(f"OTTER − best baseline per cell (verdict: {100 * level:g} % paired-bootstrap interval; "
+                 f"* fixed rule only)", fontsize=9)
     return _save(fig, path)
 
 
@@ -144,7 +145,8 @@ def plot_matching(targets: np.ndarray, captions: Sequence[str], path: Path, imag
         for j in range(b):
             ax.text(j, i, f"{targets[i, j]:.2f}", ha="center", va="center", fontsize=7,
                     color="black" if targets[i, j] > 0.5 else "white")
-    wrapped = ["\n".join(textwrap.wrap(f"{j}: {c}", 16)[:5]) for j, c in enumerate(captions)]
+    wrapped = ["\n".join(textwrap.wrap(f"{j}: {c}", 16, max_lines=5, placeholder=" …"))
+               for j, c in enumerate(captions)]
     ax.xaxis.tick_top()
     ax.set_xticks(range(b), wrapped, fontsize=6, va="bottom")
     ax.set_yticks(range(b), [f"image {i}" for i in range(b)], fontsize=7)

@@ -32,7 +32,7 @@ def batch_matching_stats(probs: np.ndarray, threshold: float = OFF_SIG_THRESHOLD
 
 def statistics_markdown(batch_size: int, scale: float) -> str:
     """Markdown that defines each statistic and says how our batch size stands to the footer's."""
-    footer = ", ".join(f"batch {b:,}: on-diag {s['on_diag_avg']:.3f}, off-diag max {s['off_diag_max_avg']:.3f}"
+    footer = "; ".join(f"batch {b:,}: on_diag_avg {s['on_diag_avg']:.3f}, off_diag_max_avg {s['off_diag_max_avg']:.3f}"
                        for b, s in CLIP_CC3M_FOOTER.items())
     uniform = 1 / batch_size
     return (
