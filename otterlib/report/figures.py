@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from otterlib.report.grid import METHOD, TALLY_METRICS, label
+from otterlib.report.matching import OFF_SIG_THRESHOLD
 
 DPI: int = 120
 
@@ -163,10 +164,14 @@ def plot_matching(targets: np.ndarray, captions: Sequence[str], path: Path, imag
 
 
 def plot_off_diagonal_histogram(off_diagonal: np.ndarray, path: Path, title: str = "") -> Path:
-    """Density histogram (100 bins, log y) of off-diagonal match probabilities, as the official analysis."""
+    """Density histogram (100 bins, log y) of off-diagonal match probabilities, as the official analysis, with the
+    threshold that ``off_sig`` counts from."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3))
     ax.hist(np.asarray(off_diagonal, dtype=float).ravel(), bins=100, range=(0.0, 1.0), density=True, log=True)
+    ax.axvline(OFF_SIG_THRESHOLD, color="black", linestyle="--", linewidth=1,
+               label=f"off_sig threshold ({OFF_SIG_THRESHOLD:g})")
+    ax.legend(fontsize=7)
     ax.set_xlabel("off-diagonal image→text probability")
     ax.set_ylabel("density (log)")
     ax.set_title(title or "how much a batch's non-paired captions match", fontsize=9)
