@@ -24,8 +24,10 @@ import numpy as np
 
 VERDICTS: tuple[str, ...] = ("win", "tie", "loss")
 _BLOCK_CELLS: int = 1 << 22
-"""Replicates × images per block of the bootstrap (bounds its memory at ~100 MB: the draws, their counts and
-the weights, 8 bytes each)."""
+"""Replicates × units drawn per block of the bootstrap (bounds its memory at ~100 MB: the draws, their counts
+and the weights, 8 bytes each)."""
+_FEW_PATTERNS: int = 4096
+"""Up to this many distinct per-image difference patterns, the bootstrap draws over the patterns."""
 
 
 def _aligned(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -36,12 +38,18 @@ def _aligned(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def _resample_counts(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
-    """(n, size) multinomial counts: how often each of ``size`` units is drawn in each of ``n`` resamples of
-    ``size`` draws with replacement (counted with one bincount: ~6x faster than ``rng.multinomial`` at 125k
-    units, where it runs one binomial per unit)."""
-    draws = rng.integers(0, size, size=(n, size)) + np.arange(n)[:, None] * size
-    return np.bincount(draws.ravel(), minlength=n * size).reshape(n, size)
+def _resample_counts(rng: np.random.Generator, n: int, inverse: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """(n, K) counts: in each of ``n`` resamples of the units with replacement, how many drawn units show each of
+    the K distinct score patterns (``inverse[i]``: the pattern of unit i; ``counts``: units per pattern).
+
+    Few patterns (0/1 hits: at most 3^n_seeds paired differences): one multinomial over them, exactly the same
+    distribution as drawing the units and far cheaper. Many (continuous scores): the units are drawn and
+    counted with one bincount (``rng.multinomial`` runs one binomial per category, slow at 100k)."""
+    n_units, k = len(inverse), len(counts)
+    if k <= _FEW_PATTERNS:
+        return rng.multinomial(n_units, counts / n_units, size=n)
+    draws = inverse[rng.integers(0, n_units, size=(n, n_units))] + np.arange(n)[:, None] * k
+    return np.bincount(draws.ravel(), minlength=n * k).reshape(n, k)
 
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, level: float = 0.95,
@@ -50,22 +58,24 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, level: fl
 
     ``a``, ``b``: (n_seeds, n_images) or (n_images,) paired scores. Replicate r draws image weights
     ``w_r`` (multinomial counts / n_images) and seed weights ``v_r`` (the same over seeds; all 1 with one
-    seed) and takes ``Σ_s v_rs Σ_i w_ri (a − b)_si``.
+    seed) and takes ``Σ_s v_rs Σ_i w_ri (a − b)_si``. Images with the same differences on every seed are
+    interchangeable, so the draw is made over their distinct patterns (:func:`_resample_counts`).
     """
     if n_boot < 1 or not 0 < level < 1:
         raise ValueError(f"need n_boot >= 1 and 0 < level < 1, got {n_boot} and {level}")
     a, b = _aligned(a, b)
     diff = a - b
     n_seeds, n_images = diff.shape
+    patterns, inverse, counts = np.unique(diff.T, axis=0, return_inverse=True, return_counts=True)
     rng = np.random.default_rng(seed)
     stats = np.empty(n_boot)
-    block = max(1, _BLOCK_CELLS // n_images)
+    block = max(1, _BLOCK_CELLS // (len(counts) if len(counts) <= _FEW_PATTERNS else n_images))
     for start in range(0, n_boot, block):
         n = min(block, n_boot - start)
-        image_w = _resample_counts(rng, n, n_images) / n_images
+        image_w = _resample_counts(rng, n, inverse.ravel(), counts) / n_images
         seed_w = (rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=n) / n_seeds if n_seeds > 1
                   else np.ones((n, 1)))
-        stats[start:start + n] = ((image_w @ diff.T) * seed_w).sum(1)
+        stats[start:start + n] = ((image_w @ patterns) * seed_w).sum(1)
     low, high = np.quantile(stats, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(diff.mean()), float(low), float(high)
 
