@@ -97,3 +97,16 @@ def test_compare_to_best_picks_the_strongest_baseline():
 def test_misaligned_scores_are_rejected():
     with pytest.raises(ValueError, match="same shape|one shape"):
         stats.paired_bootstrap(np.zeros((2, 10)), np.zeros((3, 10)))
+
+
+def test_draws_over_difference_patterns_equal_draws_over_images(monkeypatch):
+    """0/1 hits on 2 seeds have at most 9 difference patterns; drawing over them must give the interval that
+    drawing the images themselves gives (the other path, forced here)."""
+    rng = np.random.default_rng(4)
+    a, b = rng.integers(0, 2, size=(2, 500)), rng.integers(0, 2, size=(2, 500))
+    by_patterns = stats.paired_bootstrap(a, b, n_boot=4000, seed=1)
+    monkeypatch.setattr(stats, "_FEW_PATTERNS", 0)
+    by_images = stats.paired_bootstrap(a, b, n_boot=4000, seed=1)
+    assert by_patterns[0] == by_images[0]
+    assert by_patterns[1] == pytest.approx(by_images[1], abs=0.01)
+    assert by_patterns[2] == pytest.approx(by_images[2], abs=0.01)
