@@ -26,7 +26,8 @@ PROFILE_DIR: Path = REPO_ROOT / "data" / "profiles"
 
 @dataclass
 class SyntheticConfig:
-    """The seeded synthetic captioned-shape data of the offline profile."""
+    """The seeded synthetic world of the offline profile (:mod:`otterlib.data.world`): training pairs and eval
+    sets drawn from it."""
 
     n_train: int = 1536
     n_val: int = 256
@@ -35,6 +36,8 @@ class SyntheticConfig:
     image_size: int = 64
     noise_fraction: float = 0.3
     """Fraction of training pairs whose caption is corrupted (half wrong captions, half partial ones)."""
+    zipf_exponent: float = 0.8
+    """Skew of the attribute draws: value of rank r (1 = most frequent) has probability ∝ r^-zipf_exponent."""
     seed: int = 0
 
 
@@ -357,6 +360,48 @@ class SettingConfig:
 
 
 @dataclass
+class NoiseStudyConfig:
+    """The controlled-noise study of notebook 06: trainable projection heads with their own EMA teacher on
+    cached features of locked pretrained encoders (:mod:`otterlib.locked`), trained on synthetic pairs whose
+    noise fraction is set (:mod:`otterlib.data.world`), for every noise level × training-set size × method × seed."""
+
+    setting: str | None = None
+    """The profile setting whose encoders (and ``embed_dim``) are locked; None: the first setting."""
+    noise_levels: list[float] = field(default_factory=lambda: [0.0, 0.3, 0.6])
+    """Fractions of corrupted training pairs (half wrong captions, half partial ones)."""
+    sizes: list[int] = field(default_factory=lambda: [2000, 8000])
+    """Training-set sizes; each smaller set is the first pairs of the largest one (nested)."""
+    methods: list[str] | None = None
+    """Objectives to compare (None: the profile's ``methods``)."""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    """Training seeds (head initialisation and batch order, shared by every method: paired runs)."""
+    steps: int = 2000
+    """Optimizer steps of every run, whatever the training-set size."""
+    batch_size: int = 128
+    embed_dim: int | None = None
+    """Width of the joint embedding; None: the setting's ``model.embed_dim``."""
+    train: dict[str, Any] = field(default_factory=dict)
+    """Overrides of the profile's :class:`TrainConfig` for the heads (e.g. ``lr``, ``optimizer``)."""
+    record_every: int = 50
+    """Target precision is recorded on the training batch every this many steps (and at the first and last)."""
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10])
+    data_seed: int = 0
+    """Seed of the study's synthetic training pairs (independent of the training seeds)."""
+    n_boot: int = 2000
+    """Bootstrap replicates of the paired OTTER − best-baseline intervals."""
+    tie_tolerance: float = 0.1
+    """The paper-style fixed rule: a tie when OTTER is within this many points of the best baseline."""
+    workers: int = 1
+    """Spawned processes that run the grid, each on ``threads`` torch threads; 0 runs it in this process."""
+    threads: int = 1
+    device: str = "cpu"
+    feature_batch_size: int = 128
+    """Images or captions per forward pass of the locked encoders."""
+    cache_dir: str = "data/features"
+    """Where the locked encoders' features are cached (relative to the repository unless absolute)."""
+
+
+@dataclass
 class Profile:
     """Everything a reproduction needs: data, settings × methods, training recipe and evaluation."""
 
@@ -373,6 +418,7 @@ class Profile:
     train: TrainConfig = field(default_factory=TrainConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    noise_study: NoiseStudyConfig = field(default_factory=NoiseStudyConfig)
 
     def __post_init__(self) -> None:
         configured = self.data.sources.configured()

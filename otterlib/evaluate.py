@@ -256,14 +256,15 @@ def topk_chunked(image_emb: torch.Tensor, class_emb: torch.Tensor, k: int, chunk
     return out_values, out_indices
 
 
-def mean_average_precision(image_emb: torch.Tensor, class_emb: torch.Tensor, labels: LabelsLike,
-                           chunk_size: int = 256, device: str | torch.device = "cpu") -> float:
-    """Multi-label mAP: the mean over classes with at least one positive image of the class's average
-    precision (mean, over its positives, of the precision at the positive's rank among all N images).
+def average_precisions(image_emb: torch.Tensor, class_emb: torch.Tensor, labels: LabelsLike,
+                       chunk_size: int = 256, device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Per-class average precision (the mean, over a class's positive images, of the precision at the
+    positive's rank among all N images) of every class with at least one positive image.
 
-    Computed in class chunks (an (N, chunk_size) block at a time). Images tied in score are ranked by image
-    index (stable sort); with distinct scores this equals ``sklearn.metrics.average_precision_score`` per
-    class, as used for CLIP_benchmark's multi-label mAP.
+    Returns ``class_ids`` (P,) int64 ascending and ``ap`` (P,) float64 in [0, 1]; their mean is
+    :func:`mean_average_precision`. Computed in class chunks (an (N, chunk_size) block at a time). Images tied
+    in score are ranked by image index (stable sort); with distinct scores this equals
+    ``sklearn.metrics.average_precision_score`` per class, as used for CLIP_benchmark's multi-label mAP.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
@@ -286,7 +287,7 @@ def mean_average_precision(image_emb: torch.Tensor, class_emb: torch.Tensor, lab
     classes = class_emb.to(dev, dtype)
     rank = torch.arange(1, n + 1, device=dev, dtype=torch.float64)[:, None]
     column_of = torch.full((n_classes,), -1, dtype=torch.long, device=dev)
-    total = 0.0
+    ap = torch.empty(positive_classes.numel(), dtype=torch.float64)
     with torch.no_grad():
         for s in range(0, positive_classes.numel(), chunk_size):
             chunk = positive_classes[s:s + chunk_size]
@@ -298,8 +299,14 @@ def mean_average_precision(image_emb: torch.Tensor, class_emb: torch.Tensor, lab
             order = torch.argsort(images @ classes[chunk].T, dim=0, descending=True, stable=True)
             hit = target.gather(0, order).to(torch.float64)
             precision = hit.cumsum(0) / rank
-            total += float(((precision * hit).sum(0) / hit.sum(0)).sum())
-    return total / positive_classes.numel()
+            ap[s:s + chunk.numel()] = ((precision * hit).sum(0) / hit.sum(0)).cpu()
+    return positive_classes.cpu().numpy(), ap.numpy()
+
+
+def mean_average_precision(image_emb: torch.Tensor, class_emb: torch.Tensor, labels: LabelsLike,
+                           chunk_size: int = 256, device: str | torch.device = "cpu") -> float:
+    """Multi-label mAP: the mean of :func:`average_precisions` over the classes with a positive image."""
+    return float(average_precisions(image_emb, class_emb, labels, chunk_size, device)[1].mean())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -413,7 +420,8 @@ class ZeroShotResult:
     """The outcome of :func:`evaluate_zero_shot` on one eval set.
 
     ``hits[k]`` is a bool array over the evaluated images (aligned with ``image_ids``) for bootstrap CIs;
-    ``metrics`` holds ``fh@k`` for every k and ``map`` when it was computed.
+    ``metrics`` holds ``fh@k`` for every k and ``map`` when it was computed, and then ``ap_class_ids`` /
+    ``ap`` hold the per-class average precisions whose mean it is (for intervals over classes).
     """
 
     dataset: str
@@ -426,6 +434,8 @@ class ZeroShotResult:
     n_classes: int
     label_cardinality: float
     n_templates: int
+    ap_class_ids: np.ndarray | None = None
+    ap: np.ndarray | None = None
 
     def to_row(self, **provenance: Any) -> dict[str, Any]:
         """This result as an :class:`EvalRow` plus the given provenance keys."""
@@ -474,13 +484,16 @@ def evaluate_zero_shot(model: Any, eval_set: MultiLabelEvalSet, transform: Trans
     _, top = topk_chunked(image_emb, class_emb, max(ks), chunk_size, dev, class_chunk_size)
     hits = hits_at_k(top, labels, ks)
     metrics = {f"fh@{k}": hits[k].float().mean().item() for k in ks}
+    ap_class_ids = ap = None
     if compute_map:
-        metrics["map"] = mean_average_precision(image_emb, class_emb, labels, device=dev)
+        ap_class_ids, ap = average_precisions(image_emb, class_emb, labels, device=dev)
+        metrics["map"] = float(ap.mean())
     return ZeroShotResult(
         dataset=data.name, mode=mode, metrics=metrics, hits={k: v.numpy() for k, v in hits.items()},
         image_ids=[data.image_ids[i] for i in kept_idx], n_images=len(kept_idx),
         n_skipped=data.n_images - len(kept_idx), n_classes=data.n_classes,
-        label_cardinality=sum(len(r) for r in labels) / len(labels), n_templates=len(templates))
+        label_cardinality=sum(len(r) for r in labels) / len(labels), n_templates=len(templates),
+        ap_class_ids=ap_class_ids, ap=ap)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Sequence
 
 import nbformat
-import pandas as pd
 
 from otterlib import layout, report
 from otterlib.config import Profile
@@ -219,16 +218,17 @@ def copy_figures(tables_dir: Path, html_dir: Path) -> list[Path]:
 
 
 def _summary_section(tables_dir: Path, figures: Sequence[Path], html_dir: Path) -> str:
-    csv, tally_csv = tables_dir / "comparison.csv", tables_dir / "tally.csv"
-    if csv.is_file():
-        table = pd.read_csv(csv, header=[0, 1, 2], index_col=0)
-        table.index.name = None
-        body = [f'<p>Zero-shot flat hit@k (%) per method, from <code>{html.escape(csv.name)}</code>:</p>',
-                table.to_html(border=0, na_rep="–")]
+    """The comparison table (``table.md``), OTTER's tally line, then the figures."""
+    import mistune
+
+    table_md, tally_md = tables_dir / "table.md", tables_dir / "tally.md"
+    if table_md.is_file():
+        body = [f'<p>The comparison table, from <code>{html.escape(table_md.name)}</code>:</p>',
+                mistune.html(table_md.read_text())]
     else:
         body = ['<p class="note">No comparison table yet: 05 has not run for this profile.</p>']
-    if tally_csv.is_file():
-        body.append(f'<p class="tally">{html.escape(report.read_tally_summary(tally_csv))}</p>')
+    if tally_md.is_file():
+        body.append(f'<p class="tally">{html.escape(report.read_tally_summary(tables_dir))}</p>')
     for fig in figures:
         body.append(f'<figure><img src="{html.escape(fig.relative_to(html_dir).as_posix())}" '
                     f'alt="{html.escape(fig.name)}"><figcaption>{html.escape(_caption(fig))}</figcaption></figure>')

@@ -87,6 +87,11 @@ def reference_dir(profile: Profile, reference: str) -> Path:
     return profile.results_root / "references" / reference
 
 
+def trivial_dir(profile: Profile) -> Path:
+    """``results/<profile>/trivial``: the eval rows of the trivial baselines (random and constant ranking)."""
+    return profile.results_root / "trivial"
+
+
 def tables_dir(profile: Profile) -> Path:
     return profile.results_root / "tables"
 

@@ -36,11 +36,14 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, path: Path) -> Path:
-    """Save a figure as a 120-dpi PNG (creating the folder) and close it; returns ``path``."""
-    fig.tight_layout()
+def save_figure(fig, path: Path, tight: bool = True) -> Path:
+    """Save a figure as a 120-dpi PNG cropped to its content (creating the folder) and close it; returns ``path``.
+
+    ``tight`` also runs ``tight_layout`` first (off for figures that place their own axes)."""
+    if tight:
+        fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     pyplot().close(fig)
     return path
 

@@ -1,7 +1,8 @@
 """Runs the numbered notebooks headlessly with papermill, in order (what ``./run_all.sh`` calls).
 
 Plan: ``00_setup`` → ``01_download_data`` → ``02_prepare_eval_sets`` → ``03_train`` for every
-(setting, method, seed) → ``04_evaluate`` for every such run and reference model → ``05_results``.
+(setting, method, seed) → ``04_evaluate`` for every such run and reference model → ``05_results``
+→ ``06_noise_study`` (profiles on the synthetic world only: its eval sets are the world's).
 Executed copies land under ``results/<profile>/``; a step whose outputs exist is skipped unless
 ``--force``. A failure stops the run with the failed notebook, its parameters and the executed copy
 that holds the traceback. Either way the executed notebooks are then rendered to HTML with an index page
@@ -91,7 +92,8 @@ def plan(profile: Profile, overrides: dict[str, Any] | None = None, only: set[st
         Step("01_download_data", shared / "01_download_data.ipynb", base | {"settings": settings},
              done=lambda: layout.training_data_ready(profile, settings)),
         Step("02_prepare_eval_sets", shared / "02_prepare_eval_sets.ipynb", dict(base),
-             done=lambda: layout.eval_sets_ready(profile)),
+             done=lambda: layout.eval_sets_ready(profile) and layout.eval_rows_path(
+                 layout.trivial_dir(profile), profile.eval.mode).is_file()),
     ]
     runs = [run for run in profile.runs() if run[0] in selected]
     for setting, method, seed in runs:
@@ -109,6 +111,9 @@ def plan(profile: Profile, overrides: dict[str, Any] | None = None, only: set[st
         steps.append(Step("04_evaluate", ref_dir / "04_evaluate.ipynb", base | {"reference": ref},
                           done=lambda d=ref_dir: layout.eval_rows_path(d, profile.eval.mode).is_file()))
     steps.append(Step("05_results", shared / "05_results.ipynb", dict(base)))
+    if profile.data.synthetic_world:
+        steps.append(Step("06_noise_study", shared / "06_noise_study.ipynb", dict(base),
+                          done=lambda: (root / "noise_study" / "study.json").is_file()))
     if only:
         steps = [s for s in steps if any(s.notebook.startswith(o) for o in only)]
     return steps
@@ -234,8 +239,8 @@ def summary(profile: Profile, index: Path) -> list[str]:
     tables = layout.tables_dir(profile)
     lines = [f"Comparison table: {layout.table_path(profile)}"] if layout.table_path(profile).is_file() else []
     lines.append(f"HTML index: {index}")
-    if (tables / "tally.csv").is_file():
-        lines.append(f"Tally: {report.read_tally_summary(tables / 'tally.csv')}")
+    if (tables / "tally.md").is_file():
+        lines.append(f"Tally: {report.read_tally_summary(tables)}")
     return lines
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -85,23 +86,36 @@ def test_clean_mode_with_a_missing_in10k_image(profile: Profile) -> None:
     assert layout.eval_rows_path(profile.run_dir("tiny", "otter", 0), "clean").is_file()
 
 
-def test_hit_files_hold_image_ids_and_bootstrap_pairs_by_them(profile: Profile) -> None:
+def test_score_files_hold_image_ids_and_class_ap_and_the_tally_pairs_by_them(profile: Profile) -> None:
     from otterlib import report
 
     infonce = resolve_run(profile, "tiny", "infonce")
     otter_ckpt = ckpt_io.checkpoint_dir(profile.run_dir("tiny", "otter", 0)) / ckpt_io.BEST
     ckpt_io.save_atomic(ckpt_io.load(otter_ckpt), ckpt_io.checkpoint_dir(Path(infonce.run_dir)) / ckpt_io.BEST)
-    for method in ("otter", "infonce"):
-        stages.evaluate_run(profile, "tiny", method)
+    rows = {m: stages.evaluate_run(profile, "tiny", m) for m in ("otter", "infonce")}
     hits = report.load_hits(layout.hits_path(profile.run_dir("tiny", "otter", 0), "goi"))
     assert hits.image_ids.tolist() == list(GOI_POSITIVES) and set(hits.ks) == set(profile.eval.ks)
-    table = stages.bootstrap_table(profile, k=1, n_boot=50)
-    assert set(table["method"]) == {"otter", "infonce"} and table["p(OTTER not better)"].notna().sum() == 2
+    assert np.mean(hits.ap) == pytest.approx(rows["otter"][0]["metrics"]["map"])  # mAP = mean of the class APs
+    grid = report.Grid.from_profile(profile)
+    t = report.tally(report.collect_rows(profile.results_root), grid, report.TieRules(n_boot=50))
+    assert (t["status"] == "available").all() and t["verdict"].notna().all()
+    assert (t["diff"] == 0).all()  # the same weights: a tie in every cell, paired image by image
 
     (layout.eval_images_dir(profile.eval.sets[0]) / "img2.jpg").unlink()  # infonce now sees another image set
     stages.evaluate_run(profile, "tiny", "infonce")
-    with pytest.raises(ValueError, match="different image sets"):
-        stages.bootstrap_table(profile, k=1, n_boot=50)
+    with pytest.raises(ValueError, match="different image"):
+        report.tally(report.collect_rows(profile.results_root), grid, report.TieRules(n_boot=50))
+
+
+def test_trivial_rows_on_the_images_on_disk(profile: Profile) -> None:
+    from otterlib.evaluate import read_eval_rows
+
+    rows = stages.write_trivial_rows(profile)
+    assert read_eval_rows(layout.eval_rows_path(layout.trivial_dir(profile))) == rows
+    by = {(r["dataset"], r["method"]): r["metrics"] for r in rows}
+    goi = stages.load_eval_set(profile.eval.sets[0], eval_cfg=profile.eval)
+    assert by[("goi", "random")]["fh@1"] == pytest.approx(np.mean([len(set(l)) / goi.n_classes for l in goi.labels]))
+    assert "map" in by[("in10k", "random")] and "map" not in by[("in10k", "constant")]
 
 
 def test_bug_compatible_switch_gives_the_official_tencent_row0_caption(profile: Profile) -> None:

@@ -60,7 +60,7 @@ def test_the_gpu_smoke_profile_plans_the_four_methods_at_paper_shape():
         (512, 224, "auto", "auto", 1, "sgd")
     assert profile.data.source("cc3m").origin == "synthetic" and profile.data.download.image_size == 256
     steps = runner.plan(profile)
-    assert [s.notebook for s in steps].count("03_train") == 4 and [s.notebook for s in steps][-1] == "05_results"
+    assert [s.notebook for s in steps].count("03_train") == 4 and [s.notebook for s in steps][-2:] == ["05_results", "06_noise_study"]
     lines = []
     assert runner.run("gpu-smoke", dry_run=True, echo=lines.append) == 0
     assert any("Compute plan" in ln for ln in lines)

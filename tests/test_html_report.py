@@ -27,7 +27,10 @@ def _tables(profile):
     path = profile.results_root / "eval.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_json(path, orient="records", lines=True)
-    return report.write_tables(report.read_rows([path]), layout.tables_dir(profile))
+    facts = report.RunFacts(profile="smoke", synthetic=True, sources=("cc3m",), train_pairs=100, steps=(3,),
+                            batch_size=32, seeds=1, protocol="paper")
+    return report.write_tables(report.read_rows([path]), report.Grid.from_profile(profile),
+                               layout.tables_dir(profile), facts, report.TieRules(n_boot=200)).paths
 
 
 @pytest.fixture
@@ -51,10 +54,10 @@ def test_index_shows_table_tally_figures_and_links_stages_in_order(profile):
     assert index == layout.html_index_path(profile)
     text = index.read_text()
     assert "<table" in text and "InfoNCE" in text and "OTTER" in text and "24.8" in text and "21.2" in text
-    assert report.read_tally_summary(paths["tally"]) in text
+    assert report.read_tally_summary(layout.tables_dir(profile)) in text
     assert 'src="figures/comparison.png"' in text and (index.parent / "figures" / "comparison.png").is_file()
     order = [text.index(s) for s in ('href="00_setup.html"', 'href="tiny-scratch/infonce/seed0/03_train.html"',
-                                     'href="tiny-scratch/otter/seed0/03_train.html"', "CLIP RN50",
+                                     'href="tiny-scratch/otter/seed0/03_train.html"',
                                      'href="references/clip_rn50/04_evaluate.html"', 'href="05_results.html"')]
     assert order == sorted(order)
     assert 'otter/seed0/04_evaluate.html">notebook</a> <span class="failed">failed</span>' in text

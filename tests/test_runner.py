@@ -23,19 +23,25 @@ def test_plan_orders_stages_and_covers_settings_times_methods(tmp_path):
     names = [s.notebook for s in steps]
     n_runs = sum(len(profile.seeds_of(s.name)) for s in profile.settings) * len(profile.methods)
     assert names == (["00_setup", "01_download_data", "02_prepare_eval_sets"] + ["03_train"] * n_runs
-                     + ["04_evaluate"] * (n_runs + len(profile.eval.references)) + ["05_results"])
+                     + ["04_evaluate"] * (n_runs + len(profile.eval.references)) + ["05_results", "06_noise_study"])
     train = [s for s in steps if s.notebook == "03_train"]
     first_seed = profile.seeds_of("lite0-minilm")[0]
     assert train[0].output == tmp_path / "smoke" / "lite0-minilm" / "infonce" / f"seed{first_seed}" / "03_train.ipynb"
     assert {(s.parameters["setting"], s.parameters["method"], s.parameters["seed"]) for s in train} == \
         {(s.name, m, seed) for s in profile.settings for m in profile.methods for seed in profile.seeds_of(s.name)}
     assert [s.notebook for s in runner.plan(profile, only={"05"})] == ["05_results"]
+    study = steps[-1]
+    assert study.output == tmp_path / "smoke" / "06_noise_study.ipynb" and not study.done()
+    (tmp_path / "smoke" / "noise_study").mkdir(parents=True)
+    (tmp_path / "smoke" / "noise_study" / "study.json").write_text("{}")
+    assert study.done()
 
 
 def test_paper_plan_includes_the_clip_reference(tmp_path):
     steps = runner.plan(load_profile("paper", {"results_dir": str(tmp_path)}))
     refs = [s for s in steps if s.parameters.get("reference")]
     assert [s.parameters["reference"] for s in refs] == ["clip_rn50"]
+    assert "06_noise_study" not in [s.notebook for s in steps]  # the study needs the synthetic world's eval sets
 
 
 def test_run_skips_steps_whose_outputs_exist(tmp_path, monkeypatch):

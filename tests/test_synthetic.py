@@ -1,64 +1,36 @@
-"""The synthetic captioned-shape generator: determinism, exact noise fraction, official on-disk formats."""
-import hashlib
-import random
-from pathlib import Path
-
+"""Writers of the synthetic world: rendering, the CC3M-format TSV, and eval sets in the official formats."""
+import numpy as np
 import pytest
 
+from otterlib.baselines import class_frequencies
 from otterlib.config import SyntheticConfig
-from otterlib.data import synthetic
-from otterlib.data.evalsets import load_goi, load_tencent_in10k
+from otterlib.data import synthetic, world
+from otterlib.data.evalsets import load_goi, load_tencent_in10k, tencent_ancestors
+from otterlib.data.world import SceneObject
 
 
-def test_pairs_are_deterministic_per_seed():
-    a = synthetic.generate_pairs(200, 0.3, seed=7)
-    b = synthetic.generate_pairs(200, 0.3, seed=7)
-    c = synthetic.generate_pairs(200, 0.3, seed=8)
-    assert a == b
-    assert [p.caption for p in a] != [p.caption for p in c]
+def _render(shape="square", color="red", pattern="solid", size="large", image_size=64, seed=5):
+    return np.asarray(synthetic.render_scene((SceneObject(shape, color, pattern, size, 0.5, 0.5),), image_size, seed))
 
 
-@pytest.mark.parametrize("n,fraction", [(200, 0.3), (101, 0.5), (50, 0.0), (40, 1.0)])
-def test_noise_fraction_is_exact_and_split_between_kinds(n, fraction):
-    pairs = synthetic.generate_pairs(n, fraction, seed=1)
-    kinds = [p.noise for p in pairs]
-    n_noisy = round(fraction * n)
-    assert sum(k != "none" for k in kinds) == n_noisy
-    assert kinds.count("wrong") - kinds.count("partial") in (0, 1)
-    for p in pairs:
-        if p.noise == "none":
-            assert p.caption == p.clean_caption
-        else:
-            assert p.caption != p.clean_caption
+def test_rendering_is_deterministic_and_shows_colour_and_pattern():
+    a = _render()
+    np.testing.assert_array_equal(a, _render())
+    centre = a[30:34, 30:34].reshape(-1, 3).astype(int)
+    assert np.abs(centre - synthetic.COLOR_RGB["red"]).max() <= synthetic.COLOR_JITTER
+    red = lambda img: (np.abs(img.astype(int) - synthetic.COLOR_RGB["red"]).max(axis=2) <= synthetic.COLOR_JITTER)
+    solid, striped, hollow = (red(_render(pattern=p)).sum() for p in ("solid", "striped", "hollow"))
+    assert solid > striped > hollow > 0  # stripes cover part of the inside, an outline less
+    assert red(_render(size="small")).sum() < 0.5 * solid
 
 
-def test_wrong_captions_come_from_other_images_and_partial_ones_mention_less():
-    pairs = synthetic.generate_pairs(300, 0.4, seed=3)
-    clean = {p.clean_caption for p in pairs}
-    for p in pairs:
-        if p.noise == "wrong":
-            assert p.caption in clean
-        if p.noise == "partial":
-            mentioned = [s for s in synthetic.SHAPES if s in p.caption]
-            assert len(mentioned) == 1
-            if len(p.scene) == 1:
-                assert p.scene[0].color not in p.caption  # the colour is dropped
-
-
-def test_clean_caption_describes_the_scene():
-    rng = random.Random(0)
-    scene = (synthetic.ShapeSpec("circle", "red", "small", 0.27, 0.5),
-             synthetic.ShapeSpec("square", "blue", "large", 0.73, 0.5))
-    cap = synthetic.describe(scene, rng)
-    assert cap in ("a small red circle left of a large blue square", "a large blue square right of a small red circle")
-
-
-def test_rendering_is_deterministic_and_shows_the_colour():
-    scene = (synthetic.ShapeSpec("square", "red", "large", 0.5, 0.5),)
-    a = synthetic.render_scene(scene, 64, seed=5)
-    b = synthetic.render_scene(scene, 64, seed=5)
-    assert a.tobytes() == b.tobytes()
-    assert a.getpixel((32, 32)) == synthetic.COLORS["red"]
+@pytest.mark.parametrize("shape", world.SHAPES)
+def test_every_shape_draws_a_distinct_mask(shape):
+    mask = synthetic.object_mask(SceneObject(shape, "red", "solid", "large", 0.5, 0.5), 64)
+    assert 60 < mask.sum() < 0.2 * 64 * 64
+    others = [synthetic.object_mask(SceneObject(s, "red", "solid", "large", 0.5, 0.5), 64)
+              for s in world.SHAPES if s != shape]
+    assert all((mask != o).sum() > 10 for o in others)
 
 
 def test_cc3m_tsv_is_headerless_caption_tab_url_with_dead_rows(tmp_path):
@@ -73,48 +45,85 @@ def test_cc3m_tsv_is_headerless_caption_tab_url_with_dead_rows(tmp_path):
     assert sum("missing-" in u for u in urls) == 5
     present = [u for u in urls if "missing-" not in u]
     assert all((made["www"] / u.split("127.0.0.1:9/")[1]).is_file() for u in present)
+    captions = [line.split("\t")[0] for line in lines]
+    assert captions == [p.caption for p in synthetic.split_pairs(SyntheticConfig(n_train=100, n_val=20), "train")]
 
 
-def test_images_are_not_redrawn_on_rerun(tmp_path):
+def test_images_are_reused_for_the_same_world_and_redrawn_for_another(tmp_path):
     cfg = SyntheticConfig(n_train=10, n_val=4, image_size=32)
     synthetic.make_synthetic_cc3m(tmp_path, cfg)
     f = tmp_path / "www" / "train" / "train-000000.jpg"
     before = f.stat().st_mtime_ns
     synthetic.make_synthetic_cc3m(tmp_path, cfg)
     assert f.stat().st_mtime_ns == before
+    synthetic.make_synthetic_cc3m(tmp_path, SyntheticConfig(n_train=10, n_val=4, image_size=40))
+    with f.open("rb") as fh:
+        from PIL import Image
+        assert Image.open(fh).size == (40, 40)
 
 
 def test_synthetic_goi_parses_with_the_real_parser(tmp_path):
-    files = synthetic.make_synthetic_goi(tmp_path, 40, 32, seed=0)
-    header = files["class_descriptions"].read_text().splitlines()[0]
-    assert header == "LabelName,DisplayName"
+    files = synthetic.make_synthetic_goi(tmp_path, 60, 32, seed=0, zipf_exponent=0.8)
+    assert files["class_descriptions"].read_text().splitlines()[0] == "LabelName,DisplayName"
     es = load_goi(files["class_descriptions"], files["image_labels"], files["images_dir"], repeated_names="all")
     names = synthetic.goi_class_names()
-    assert es.n_classes == len(names) and es.n_images == 40
+    assert es.n_classes == len(names) >= 500 and es.n_images == 60
     assert len(set(es.caption_names())) == len(set(names)) < len(names)  # repeated names, as the real list
     assert not es.missing_images()
     for labels in es.labels:  # every true name appears; both ids of a repeated true name are labels
-        got = {es.class_names[c][0] for c in labels}
-        assert got and all(sum(n == name for n in names) == sum(es.class_names[c][0] == name for c in labels)
-                           for name in got)
+        got = [es.class_names[c][0] for c in labels]
+        assert got and all(got.count(name) == names.count(name) for name in got)
+
+
+def test_goi_labels_are_the_class_kinds_of_every_object():
+    scene = (SceneObject("star", "pink", "hollow", "small", 0.3, 0.3),
+             SceneObject("star", "pink", "solid", "large", 0.7, 0.7))
+    assert synthetic.goi_labels_for(scene) == {"Pink star", "Hollow star", "Small star", "Hollow pink star",
+                                               "Solid star", "Large star", "Solid pink star"}
 
 
 def test_synthetic_in10k_has_row0_quirk_and_ancestor_labels(tmp_path):
-    files = synthetic.make_synthetic_in10k(tmp_path, 30, 32, seed=0)
+    files = synthetic.make_synthetic_in10k(tmp_path, 40, 32, seed=0, zipf_exponent=0.8)
     rows = files["dictionary"].read_text().splitlines()
-    assert rows[0].startswith("category_index\t") and rows[1] == "0\tn90000000\t-1  thing"
+    assert rows[0].startswith("category_index\t") and rows[1] == "0\tn90000000\t-1  circle"
     es = load_tencent_in10k(files["dictionary"], files["val_list"], files["images_root"])
-    parents = [p for _, p, _ in synthetic.in10k_hierarchy()]
-    assert es.n_images == 30 and not es.missing_images()
-    assert es.class_names[0] == ["thing"]
+    hierarchy = synthetic.in10k_hierarchy()
+    parents = [p for _, p, _ in hierarchy]
+    assert es.n_classes == len(hierarchy) >= 300 and es.n_images == 40 and not es.missing_images()
+    assert es.class_names[0] == ["circle"]
     for labels in es.labels:
         leaf, *ancestors = labels
-        chain, node = [], parents[leaf]
-        while node != -1:
-            chain.append(node)
-            node = parents[node]
-        assert ancestors == chain
-        assert len(es.class_names[leaf]) == 2  # "red circle, scarlet circle"
+        assert ancestors == tencent_ancestors(parents, leaf) and len(labels) == len(synthetic.IN10K_LEVELS)
+        assert es.class_names[ancestors[-1]][0] in world.SHAPES  # the root is a shape
+
+
+def test_in10k_names_and_leaves():
+    hierarchy = synthetic.in10k_hierarchy()
+    obj = SceneObject("diamond", "red", "striped", "large", 0.5, 0.5)
+    leaf = synthetic.in10k_leaf(obj)
+    assert hierarchy[leaf][2] == ["large striped red diamond", "large striped scarlet diamond",
+                                  "large striped red rhombus"]
+    chain = [hierarchy[c][2][0] for c in tencent_ancestors([p for _, p, _ in hierarchy], leaf)]
+    assert chain == ["striped red diamond", "red diamond", "diamond"]
+    leaves = {synthetic.in10k_leaf(SceneObject(s, c, p, z, 0.5, 0.5)) for s in world.SHAPES for c in world.COLORS
+              for p in world.PATTERNS for z in world.SIZES}
+    assert leaves == set(range(len(hierarchy) - len(leaves), len(hierarchy)))  # the leaves are the last level
+
+
+@pytest.mark.parametrize("maker", ["goi", "in10k"])
+def test_no_label_is_carried_by_every_image_and_frequencies_are_skewed(tmp_path, maker):
+    if maker == "goi":
+        f = synthetic.make_synthetic_goi(tmp_path, 300, 16, seed=1, zipf_exponent=0.8)
+        es = load_goi(f["class_descriptions"], f["image_labels"], f["images_dir"])
+    else:
+        f = synthetic.make_synthetic_in10k(tmp_path, 300, 16, seed=1, zipf_exponent=0.8)
+        es = load_tencent_in10k(f["dictionary"], f["val_list"], f["images_root"])
+    freq = class_frequencies(es.labels, es.n_classes)
+    assert freq.max() < 0.5 * es.n_images  # no label on every image; not even on half of them
+    used = np.sort(freq[freq > 0])[::-1]
+    assert used[0] >= 10 * np.median(used)  # a long tail, as in the real sets
+    cardinality = np.mean([len(row) for row in es.labels])
+    assert (4.0 < cardinality < 4.0 * world.MAX_OBJECTS) if maker == "goi" else cardinality == 4.0
 
 
 def test_stage_uses_the_paper_goi_class_list_when_present(tmp_path):
@@ -124,8 +133,8 @@ def test_stage_uses_the_paper_goi_class_list_when_present(tmp_path):
     files = synthetic.make_synthetic_goi(tmp_path, 20, 32, seed=0)
     cfg = EvalSetConfig("goi", metadata_dir=str(tmp_path), images_dir=str(files["images_dir"]))
     by_descriptions = load_eval_set(cfg)
-    (tmp_path / "goi_classes.txt").write_text("Square\nCircle\nHexagon\n")
+    (tmp_path / "goi_classes.txt").write_text("Large circle\nSmall circle\nHexagon\n")
     by_paper_list = load_eval_set(cfg)
     assert by_descriptions.n_classes == len(synthetic.goi_class_names())
-    assert [c[0] for c in by_paper_list.class_names] == ["Square", "Circle", "Hexagon"]
+    assert [c[0] for c in by_paper_list.class_names] == ["Large circle", "Small circle", "Hexagon"]
     assert all(set(labels) <= {0, 1} for labels in by_paper_list.labels)

@@ -1,134 +1,129 @@
-"""Seeded synthetic captioned-shape data for the offline CPU profile.
+"""Writers of the synthetic world (:mod:`otterlib.data.world`) for the offline CPU profile.
 
-Images hold one or two coloured shapes; captions are compositional ("a small red circle left of a
-large blue square"). A chosen fraction of training pairs is *noisy* in the two ways web captions are:
-half get the caption of another image (wrong), half mention only part of the image (partial). The
-eval sets are written in the same on-disk formats as the real ones (Open Images class descriptions +
-image-level labels; Tencent ML-Images dictionary + val list), so the real parsers run on them.
+* **Rendering**: every object is drawn as a mask of its shape (16 shapes), filled with its colour
+  ``solid``, with diagonal stripes inside its outline (``striped``) or as an outline only (``hollow``); a
+  ``large`` object has radius 0.17, a ``small`` one 0.10 of the image side; on a light, faintly textured
+  background.
+* **Training pairs served as "CC3M"**: rendered images plus a headerless ``caption<TAB>url`` TSV.
+* **Eval sets in the official on-disk formats**, drawn from the same world, so the real parsers run on them:
+  a GOI-like set (Open Images class descriptions + human-verified image-level labels; flat display names
+  ``Red square``, ``Striped square``, ``Large square``, ``Striped red square``; scenes of 1-3 objects) and an
+  IN10K-like set (Tencent dictionary + val list; a tree ``square`` → ``red square`` → ``striped red square``
+  → ``large striped red square`` whose ancestors are labels, as Tencent's; one object per image, as ImageNet).
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
-from dataclasses import asdict, dataclass
+import shutil
+import zlib
+from dataclasses import asdict
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
-from PIL import Image, ImageDraw
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
 
 from otterlib.config import SyntheticConfig
+from otterlib.data.world import (ATTRIBUTES, COLOR_SYNONYMS, SHAPE_SYNONYMS, Scene, SceneObject, SyntheticPair,
+                                 generate_pairs, random_scene)
 
-COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
-    "yellow": (240, 210, 30), "purple": (140, 50, 170), "orange": (245, 140, 20),
+WORLD_VERSION: int = 2
+"""Bumped whenever drawing or sampling changes, so stale rendered images are never reused."""
+
+COLOR_RGB: dict[str, tuple[int, int, int]] = {
+    "red": (215, 35, 35), "blue": (35, 75, 215), "green": (30, 150, 50), "yellow": (235, 200, 20),
+    "purple": (130, 45, 170), "orange": (240, 130, 20), "pink": (240, 110, 180), "brown": (120, 70, 30)}
+RADIUS: dict[str, float] = {"large": 0.17, "small": 0.10}
+"""Object radius as a fraction of the image side."""
+COLOR_JITTER: int = 12
+"""Each object's colour channels move by up to this much (0-255 scale)."""
+
+Point = tuple[float, float]
+
+
+def _regular(n: int, cx: float, cy: float, r: float, turn: float = 0.0) -> list[Point]:
+    """Vertices of a regular n-gon of circumradius ``r``, the first one straight up (rotated by ``turn``)."""
+    return [(cx + r * math.sin(2 * math.pi * (i + turn) / n), cy - r * math.cos(2 * math.pi * (i + turn) / n))
+            for i in range(n)]
+
+
+def _star(cx: float, cy: float, r: float) -> list[Point]:
+    outer, inner = _regular(5, cx, cy, r), _regular(5, cx, cy, 0.42 * r, turn=0.5)
+    return [p for pair in zip(outer, inner) for p in pair]
+
+
+def _box(cx: float, cy: float, half_w: float, half_h: float) -> list[float]:
+    return [cx - half_w, cy - half_h, cx + half_w, cy + half_h]
+
+
+def _draw_heart(d: ImageDraw.ImageDraw, cx: float, cy: float, r: float) -> None:
+    for sx in (-1, 1):
+        d.ellipse(_box(cx + sx * 0.45 * r, cy - 0.35 * r, 0.5 * r, 0.5 * r), fill=255)
+    d.polygon([(cx - 0.93 * r, cy - 0.2 * r), (cx + 0.93 * r, cy - 0.2 * r), (cx, cy + r)], fill=255)
+
+
+def _draw_crescent(d: ImageDraw.ImageDraw, cx: float, cy: float, r: float) -> None:
+    d.ellipse(_box(cx, cy, r, r), fill=255)
+    d.ellipse(_box(cx + 0.5 * r, cy - 0.15 * r, 0.8 * r, 0.8 * r), fill=0)
+
+
+def _draw_teardrop(d: ImageDraw.ImageDraw, cx: float, cy: float, r: float) -> None:
+    d.ellipse(_box(cx, cy + 0.3 * r, 0.65 * r, 0.65 * r), fill=255)
+    d.polygon([(cx, cy - r), (cx - 0.6 * r, cy + 0.1 * r), (cx + 0.6 * r, cy + 0.1 * r)], fill=255)
+
+
+def _draw_cross(d: ImageDraw.ImageDraw, cx: float, cy: float, r: float) -> None:
+    d.rectangle(_box(cx, cy, r, 0.3 * r), fill=255)
+    d.rectangle(_box(cx, cy, 0.3 * r, r), fill=255)
+
+
+def _polygon(vertices: Callable[[float, float, float], list[Point]]) -> Callable[..., None]:
+    return lambda d, cx, cy, r: d.polygon(vertices(cx, cy, r), fill=255)
+
+
+SHAPE_DRAWERS: dict[str, Callable[[ImageDraw.ImageDraw, float, float, float], None]] = {
+    "circle": lambda d, cx, cy, r: d.ellipse(_box(cx, cy, r, r), fill=255),
+    "square": lambda d, cx, cy, r: d.rectangle(_box(cx, cy, 0.82 * r, 0.82 * r), fill=255),
+    "triangle": _polygon(lambda cx, cy, r: [(cx, cy - r), (cx - r, cy + 0.8 * r), (cx + r, cy + 0.8 * r)]),
+    "star": _polygon(_star),
+    "diamond": _polygon(lambda cx, cy, r: [(cx, cy - r), (cx + 0.7 * r, cy), (cx, cy + r), (cx - 0.7 * r, cy)]),
+    "heart": _draw_heart,
+    "cross": _draw_cross,
+    "hexagon": _polygon(lambda cx, cy, r: _regular(6, cx, cy, r)),
+    "crescent": _draw_crescent,
+    "arrow": _polygon(lambda cx, cy, r: [(cx - r, cy - 0.28 * r), (cx + 0.1 * r, cy - 0.28 * r),
+                                         (cx + 0.1 * r, cy - 0.75 * r), (cx + r, cy), (cx + 0.1 * r, cy + 0.75 * r),
+                                         (cx + 0.1 * r, cy + 0.28 * r), (cx - r, cy + 0.28 * r)]),
+    "oval": lambda d, cx, cy, r: d.ellipse(_box(cx, cy, 0.58 * r, r), fill=255),
+    "rectangle": lambda d, cx, cy, r: d.rectangle(_box(cx, cy, r, 0.5 * r), fill=255),
+    "semicircle": lambda d, cx, cy, r: d.pieslice(_box(cx, cy + 0.45 * r, r, r), 180, 360, fill=255),
+    "pentagon": _polygon(lambda cx, cy, r: _regular(5, cx, cy, r)),
+    "trapezoid": _polygon(lambda cx, cy, r: [(cx - 0.5 * r, cy - 0.7 * r), (cx + 0.5 * r, cy - 0.7 * r),
+                                             (cx + r, cy + 0.7 * r), (cx - r, cy + 0.7 * r)]),
+    "teardrop": _draw_teardrop,
 }
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond")
-SIZES: dict[str, float] = {"small": 0.13, "large": 0.24}
-"""Shape radius as a fraction of the image side."""
-COLOR_SYNONYMS: dict[str, str] = {"red": "scarlet", "green": "emerald", "blue": "azure",
-                                  "yellow": "golden", "purple": "violet", "orange": "amber"}
-SHAPE_GROUP: dict[str, str] = {"circle": "round shape", "square": "polygon", "triangle": "polygon",
-                               "diamond": "polygon"}
 
 
-@dataclass(frozen=True)
-class ShapeSpec:
-    """One shape of a scene; ``x``/``y`` are the centre in units of the image side."""
-
-    shape: str
-    color: str
-    size: str
-    x: float
-    y: float
-
-    def phrase(self, with_color: bool = True, with_size: bool = True) -> str:
-        words = [self.size] * with_size + [self.color] * with_color + [self.shape]
-        return " ".join(words)
+def object_mask(obj: SceneObject, image_size: int) -> np.ndarray:
+    """(image_size, image_size) bool mask of the object's shape."""
+    mask = Image.new("L", (image_size, image_size), 0)
+    r = RADIUS[obj.size] * image_size
+    SHAPE_DRAWERS[obj.shape](ImageDraw.Draw(mask), obj.x * image_size, obj.y * image_size, r)
+    return np.asarray(mask) > 127
 
 
-@dataclass(frozen=True)
-class SyntheticPair:
-    """An image scene with its (possibly corrupted) caption."""
-
-    key: str
-    scene: tuple[ShapeSpec, ...]
-    caption: str
-    clean_caption: str
-    noise: str
-    """``none``, ``wrong`` (another image's caption) or ``partial`` (only part of the image)."""
+def _outline(mask: np.ndarray, width: int) -> np.ndarray:
+    """The pixels of ``mask`` within ``width`` pixels of its border."""
+    eroded = Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.MinFilter(2 * width + 1))
+    return mask & ~(np.asarray(eroded) > 127)
 
 
-def random_scene(rng: random.Random, n_shapes: int) -> tuple[ShapeSpec, ...]:
-    """1 shape anywhere near the centre, or 2 shapes side by side (left, right)."""
-    slots = [(0.5, 0.5)] if n_shapes == 1 else [(0.27, 0.5), (0.73, 0.5)]
-    shapes = []
-    for cx, cy in slots:
-        shapes.append(ShapeSpec(shape=rng.choice(SHAPES), color=rng.choice(list(COLORS)),
-                                size=rng.choice(list(SIZES)), x=cx + rng.uniform(-0.04, 0.04),
-                                y=cy + rng.uniform(-0.12, 0.12)))
-    return tuple(shapes)
-
-
-def describe(scene: Sequence[ShapeSpec], rng: random.Random) -> str:
-    """A compositional caption of the whole scene."""
-    if len(scene) == 1:
-        return rng.choice(["a {}", "a photo of a {}", "a {} on a plain background"]).format(scene[0].phrase())
-    left, right = scene
-    if rng.random() < 0.5:
-        return f"a {left.phrase()} left of a {right.phrase()}"
-    return f"a {right.phrase()} right of a {left.phrase()}"
-
-
-def partial_caption(scene: Sequence[ShapeSpec], rng: random.Random) -> str:
-    """A caption that mentions only part of the scene (one of two shapes, or a shape without its colour)."""
-    if len(scene) == 2:
-        return f"a {rng.choice(scene).phrase()}"
-    return f"a {scene[0].phrase(with_color=False)}"
-
-
-def generate_pairs(n: int, noise_fraction: float, seed: int, prefix: str = "") -> list[SyntheticPair]:
-    """``n`` deterministic pairs; exactly ``round(noise_fraction * n)`` of them are noisy.
-
-    Of the noisy pairs, half (rounded up) get a caption of another image that differs from their own, the
-    rest a partial one.
-    """
-    if not 0.0 <= noise_fraction <= 1.0:
-        raise ValueError(f"noise_fraction must be in [0, 1], got {noise_fraction}")
-    if n < 2:
-        raise ValueError(f"need at least 2 pairs, got {n}")
-    rng = random.Random(seed)
-    scenes = [random_scene(rng, rng.choice((1, 2))) for _ in range(n)]
-    clean = [describe(s, rng) for s in scenes]
-    n_noisy = round(noise_fraction * n)
-    noisy = rng.sample(range(n), n_noisy)
-    n_wrong = math.ceil(n_noisy / 2)
-    kinds = {i: "wrong" for i in noisy[:n_wrong]} | {i: "partial" for i in noisy[n_wrong:]}
-    pairs = []
-    for i, (scene, cap) in enumerate(zip(scenes, clean)):
-        kind = kinds.get(i, "none")
-        if kind == "wrong":
-            caption = _other_caption(clean, i, rng)
-        elif kind == "partial":
-            caption = partial_caption(scene, rng)
-        else:
-            caption = cap
-        pairs.append(SyntheticPair(key=f"{prefix}{i:06d}", scene=scene, caption=caption, clean_caption=cap,
-                                   noise=kind))
-    return pairs
-
-
-def _other_caption(captions: Sequence[str], i: int, rng: random.Random) -> str:
-    """A caption of another image that differs from caption ``i`` (rejection sampling)."""
-    if all(c == captions[i] for c in captions):
-        raise ValueError("all captions are identical; cannot draw a wrong caption")
-    while (c := captions[rng.randrange(len(captions))]) == captions[i]:
-        pass
-    return c
-
-
-def render_scene(scene: Iterable[ShapeSpec], image_size: int, seed: int) -> Image.Image:
-    """Draw the scene on a light, slightly textured background (RGB, ``image_size`` square pixels)."""
+def render_scene(scene: Iterable[SceneObject], image_size: int, seed: int) -> Image.Image:
+    """Draw the scene (RGB, ``image_size`` square pixels) on a light, faintly textured background; ``seed``
+    fixes the background and the colour jitter."""
     rng = random.Random(seed)
     base = tuple(rng.randint(200, 250) for _ in range(3))
     img = Image.new("RGB", (image_size, image_size), base)
@@ -136,22 +131,22 @@ def render_scene(scene: Iterable[ShapeSpec], image_size: int, seed: int) -> Imag
     for _ in range(6):  # faint texture so images are not trivially separable by background
         x0, y0 = rng.uniform(0, image_size), rng.uniform(0, image_size)
         r = rng.uniform(2, image_size / 6)
-        shade = tuple(max(0, c - rng.randint(5, 20)) for c in base)
-        draw.ellipse([x0 - r, y0 - r, x0 + r, y0 + r], fill=shade)
-    for s in scene:
-        cx, cy, r = s.x * image_size, s.y * image_size, SIZES[s.size] * image_size
-        color = COLORS[s.color]
-        if s.shape == "circle":
-            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=color)
-        elif s.shape == "square":
-            draw.rectangle([cx - r * 0.85, cy - r * 0.85, cx + r * 0.85, cy + r * 0.85], fill=color)
-        elif s.shape == "triangle":
-            draw.polygon([(cx, cy - r), (cx - r, cy + r * 0.8), (cx + r, cy + r * 0.8)], fill=color)
-        elif s.shape == "diamond":
-            draw.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=color)
-        else:
-            raise ValueError(f"unknown shape {s.shape!r}")
-    return img
+        draw.ellipse([x0 - r, y0 - r, x0 + r, y0 + r], fill=tuple(max(0, c - rng.randint(5, 20)) for c in base))
+    pixels = np.array(img)
+    line = max(1, round(image_size / 32))
+    yy, xx = np.mgrid[:image_size, :image_size]
+    stripes = ((xx + yy) // (2 * line)) % 2 == 0
+    for obj in scene:
+        mask = object_mask(obj, image_size)
+        if obj.pattern == "striped":
+            mask = (mask & stripes) | _outline(mask, line)
+        elif obj.pattern == "hollow":
+            mask = _outline(mask, line)
+        elif obj.pattern != "solid":
+            raise ValueError(f"unknown pattern {obj.pattern!r}")
+        color = [min(255, max(0, c + rng.randint(-COLOR_JITTER, COLOR_JITTER))) for c in COLOR_RGB[obj.color]]
+        pixels[mask] = color
+    return Image.fromarray(pixels)
 
 
 def write_image(img: Image.Image, path: Path) -> None:
@@ -159,34 +154,63 @@ def write_image(img: Image.Image, path: Path) -> None:
     img.save(path, format="JPEG", quality=92)
 
 
+def image_seed(key: str, seed: int) -> int:
+    """A stable per-image seed (CRC-32 of the key; Python's ``hash`` is salted per process)."""
+    return zlib.crc32(key.encode()) + seed
+
+
+def _reset_if_stale(folder: Path, fingerprint: dict, generated: Sequence[str]) -> None:
+    """Delete the ``generated`` sub-folders of ``folder`` unless its ``world.json`` equals ``fingerprint``
+    (world version, image size, seed, skew), then record the fingerprint: images drawn for another world are
+    never reused."""
+    stamp = folder / "world.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) == fingerprint:
+        return
+    for name in generated:
+        shutil.rmtree(folder / name, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(fingerprint))
+
+
+def _fingerprint(image_size: int, seed: int, zipf_exponent: float) -> dict:
+    return {"world_version": WORLD_VERSION, "image_size": image_size, "seed": seed, "zipf_exponent": zipf_exponent}
+
+
 # --------------------------------------------------------------------------------------------------
 # Training pairs served as "CC3M"
 
+SPLIT_SEED_OFFSET: dict[str, int] = {"train": 0, "val": 1}
+
+
+def split_pairs(cfg: SyntheticConfig, split: str) -> list[SyntheticPair]:
+    """The pairs of a split exactly as :func:`make_synthetic_cc3m` writes them (keys ``<split>-NNNNNN``;
+    the validation split is clean)."""
+    n = {"train": cfg.n_train, "val": cfg.n_val}[split]
+    noise = cfg.noise_fraction if split == "train" else 0.0
+    return generate_pairs(n, noise, cfg.seed * 1000 + SPLIT_SEED_OFFSET[split], prefix=f"{split}-",
+                          zipf_exponent=cfg.zipf_exponent)
+
 
 def make_synthetic_cc3m(root: Path, cfg: SyntheticConfig) -> dict[str, Path]:
-    """Render the train and val splits under ``root/www/{train,val}/`` and write ``pairs.jsonl`` per split.
+    """Render the train and val splits under ``root/www/{train,val}/`` and write ``<split>_pairs.jsonl``.
 
-    Idempotent: images that exist are not redrawn. Returns ``{"train": jsonl, "val": jsonl, "www": dir}``.
-    The CC3M-format TSVs need the server's URL and are written by :func:`write_cc3m_tsv`.
+    Idempotent: images that exist are not redrawn (unless ``www/world.json`` shows they belong to another
+    world version, image size, seed or skew). Returns ``{"train": jsonl, "val": jsonl, "www": dir}``. The
+    CC3M-format TSVs need the server's URL and are written by :func:`write_cc3m_tsv`.
     """
+    www = root / "www"
+    _reset_if_stale(www, _fingerprint(cfg.image_size, cfg.seed, cfg.zipf_exponent), tuple(SPLIT_SEED_OFFSET))
     out = {}
-    for split, n, offset in (("train", cfg.n_train, 0), ("val", cfg.n_val, 1)):
-        pairs = generate_pairs(n, cfg.noise_fraction if split == "train" else 0.0, cfg.seed * 1000 + offset,
-                               prefix=f"{split}-")
-        jsonl = root / f"{split}_pairs.jsonl"
+    for split in SPLIT_SEED_OFFSET:
+        pairs = split_pairs(cfg, split)
         for p in pairs:
-            path = root / "www" / split / f"{p.key}.jpg"
+            path = www / split / f"{p.key}.jpg"
             if not path.exists():
-                write_image(render_scene(p.scene, cfg.image_size, seed=hash_key(p.key, cfg.seed)), path)
-        _write_jsonl(jsonl, (asdict(p) for p in pairs))
-        out[split] = jsonl
-    out["www"] = root / "www"
+                write_image(render_scene(p.scene, cfg.image_size, seed=image_seed(p.key, cfg.seed)), path)
+        out[split] = root / f"{split}_pairs.jsonl"
+        _write_jsonl(out[split], (asdict(p) for p in pairs))
+    out["www"] = www
     return out
-
-
-def hash_key(key: str, seed: int) -> int:
-    """A stable per-image seed (Python's ``hash`` is salted per process)."""
-    return int.from_bytes(key.encode(), "little") % 2**31 + seed
 
 
 def read_pairs(jsonl: Path) -> list[dict]:
@@ -222,109 +246,142 @@ def _write_jsonl(path: Path, rows: Iterable[dict]) -> None:
     tmp.replace(path)
 
 
+def _write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    tmp.replace(path)
+
+
 # --------------------------------------------------------------------------------------------------
-# Eval sets in the official on-disk formats
+# GOI-like eval set (Open Images V6 formats)
+
+GOI_CLASS_KINDS: tuple[tuple[str, ...], ...] = (("color", "shape"), ("pattern", "shape"), ("size", "shape"),
+                                                ("pattern", "color", "shape"))
+"""The attribute combinations that name a GOI-like class, e.g. ``Red square``, ``Striped square``,
+``Large square``, ``Striped red square`` (16·8 + 16·3 + 16·2 + 16·3·8 = 592 classes)."""
+GOI_REPEATED: tuple[str, ...] = ("Red circle", "Striped square")
+"""Names listed twice under different MIDs, as the real list repeats 12 names; both ids of a true name are
+labels."""
+
+
+def _display_name(words: Sequence[str]) -> str:
+    text = " ".join(words)
+    return text[0].upper() + text[1:]
 
 
 def goi_class_names() -> list[str]:
-    """Open Images-style display names: shapes, colour+shape, size+shape, unseen distractors and two
-    repeated names (the real list repeats 12)."""
-    names = [s.capitalize() for s in SHAPES]
-    names += [f"{c.capitalize()} {s}" for c in COLORS for s in SHAPES]
-    names += [f"{z.capitalize()} {s}" for z in SIZES for s in SHAPES]
-    names += ["Hexagon", "Star", "Pink circle", "White square", "Black triangle", "Cloud", "Circle", "Red circle"]
-    return names
+    """The GOI-like display names in class-id order (:data:`GOI_CLASS_KINDS`, then :data:`GOI_REPEATED`)."""
+    names = [_display_name(combo) for kind in GOI_CLASS_KINDS
+             for combo in itertools.product(*(ATTRIBUTES[a] for a in kind))]
+    return names + list(GOI_REPEATED)
 
 
-def goi_labels_for(scene: Sequence[ShapeSpec], names: list[str]) -> set[str]:
-    """The display names that are true of a scene (all ids of a repeated name are true)."""
-    true = set()
-    for s in scene:
-        true |= {s.shape.capitalize(), f"{s.color.capitalize()} {s.shape}", f"{s.size.capitalize()} {s.shape}"}
-    return {n for n in names if n in true}
+def goi_labels_for(scene: Scene) -> set[str]:
+    """The display names that are true of a scene: every class kind of every object."""
+    return {_display_name([getattr(obj, a) for a in kind]) for obj in scene for kind in GOI_CLASS_KINDS}
 
 
-def make_synthetic_goi(dest: Path, n_images: int, image_size: int, seed: int) -> dict[str, Path]:
-    """Write an Open Images V6-style test set: ``oidv6-class-descriptions.csv`` (``LabelName,DisplayName``
-    with header), ``test-annotations-human-imagelabels.csv`` (``ImageID,Source,LabelName,Confidence``,
-    positives and verified negatives) and ``images/<ImageID>.jpg``."""
+def make_synthetic_goi(dest: Path, n_images: int, image_size: int, seed: int,
+                       zipf_exponent: float = 1.0) -> dict[str, Path]:
+    """Write an Open Images V6-style test set of world scenes (1-3 objects): ``oidv6-class-descriptions.csv``
+    (``LabelName,DisplayName`` with header), ``test-annotations-human-imagelabels.csv``
+    (``ImageID,Source,LabelName,Confidence``: the positives and one verified negative per image) and
+    ``images/<ImageID>.jpg``."""
+    _reset_if_stale(dest, _fingerprint(image_size, seed, zipf_exponent), ("images",))
     rng = random.Random(seed)
     names = goi_class_names()
-    mids = [f"/m/0syn{i:03x}" for i in range(len(names))]
-    class_csv = dest / "oidv6-class-descriptions.csv"
-    labels_csv = dest / "test-annotations-human-imagelabels.csv"
-    images = dest / "images"
+    mids = [f"/m/0syn{i:04x}" for i in range(len(names))]
     rows = ["ImageID,Source,LabelName,Confidence"]
     for i in range(n_images):
         image_id = f"{rng.getrandbits(64):016x}"
-        scene = random_scene(rng, rng.choice((1, 2)))
-        true = goi_labels_for(scene, names)
-        for mid, name in zip(mids, names):
-            if name in true:
-                rows.append(f"{image_id},verification,{mid},1")
+        scene = random_scene(rng, zipf_exponent)
+        true = goi_labels_for(scene)
+        rows += [f"{image_id},verification,{mid},1" for mid, name in zip(mids, names) if name in true]
         negatives = [m for m, n in zip(mids, names) if n not in true]
         rows.append(f"{image_id},verification,{rng.choice(negatives)},0")
-        path = images / f"{image_id}.jpg"
+        path = dest / "images" / f"{image_id}.jpg"
         if not path.exists():
             write_image(render_scene(scene, image_size, seed=seed + i), path)
-    dest.mkdir(parents=True, exist_ok=True)
+    class_csv = dest / "oidv6-class-descriptions.csv"
+    labels_csv = dest / "test-annotations-human-imagelabels.csv"
     class_csv.write_text("LabelName,DisplayName\n" + "".join(f"{m},{n}\n" for m, n in zip(mids, names)))
     labels_csv.write_text("\n".join(rows) + "\n")
-    return {"class_descriptions": class_csv, "image_labels": labels_csv, "images_dir": images}
+    return {"class_descriptions": class_csv, "image_labels": labels_csv, "images_dir": dest / "images"}
 
 
-def in10k_hierarchy() -> list[tuple[str, int, str]]:
-    """Tencent-style classes ``(wnid, parent_index, "name, synonym")`` in index order: WordNet-like roots,
-    shape groups, shapes, then colour+shape leaves with a synonym each."""
-    rows: list[tuple[str, int, str]] = [("n90000000", -1, "thing"), ("n90000001", -1, "matter"),
-                                        ("n90000002", -1, "object, physical object"),
-                                        ("n90000003", 2, "shape, form")]
-    group_idx = {}
-    for g in ("round shape", "polygon"):
-        group_idx[g] = len(rows)
-        rows.append((f"n9{len(rows):07d}", 3, g))
-    shape_idx = {}
-    for s in SHAPES:
-        shape_idx[s] = len(rows)
-        rows.append((f"n9{len(rows):07d}", group_idx[SHAPE_GROUP[s]], s))
-    for c in COLORS:
-        for s in SHAPES:
-            rows.append((f"n9{len(rows):07d}", shape_idx[s], f"{c} {s}, {COLOR_SYNONYMS[c]} {s}"))
+# --------------------------------------------------------------------------------------------------
+# IN10K-like eval set (Tencent ML-Images formats)
+
+IN10K_LEVELS: tuple[tuple[str, ...], ...] = (("shape",), ("color", "shape"), ("pattern", "color", "shape"),
+                                             ("size", "pattern", "color", "shape"))
+"""The tree, root to leaf: each level adds one attribute to its parent's (16 + 128 + 384 + 768 = 1,296
+classes); an image's labels are its leaf and the leaf's three ancestors."""
+
+
+def _synonyms(obj: dict[str, str]) -> list[str]:
+    """``"large striped red diamond"`` and its variants with the colour or the shape synonym."""
+    words = [obj.get(a) for a in ("size", "pattern", "color", "shape")]
+    variants = [words]
+    if obj.get("color") in COLOR_SYNONYMS:
+        variants.append(words[:2] + [COLOR_SYNONYMS[obj["color"]], words[3]])
+    if obj["shape"] in SHAPE_SYNONYMS:
+        variants.append(words[:3] + [SHAPE_SYNONYMS[obj["shape"]]])
+    return [" ".join(w for w in v if w) for v in variants]
+
+
+def in10k_hierarchy() -> list[tuple[str, int, list[str]]]:
+    """Tencent-style classes ``(wnid, parent index, synonyms)`` in index order, level by level
+    (:data:`IN10K_LEVELS`)."""
+    rows: list[tuple[str, int, list[str]]] = []
+    index: dict[tuple[str, ...], int] = {}
+    for level, kind in enumerate(IN10K_LEVELS):
+        for combo in itertools.product(*(ATTRIBUTES[a] for a in kind)):
+            values = dict(zip(kind, combo))
+            parent = index[tuple(values[a] for a in IN10K_LEVELS[level - 1])] if level else -1
+            index[combo] = len(rows)
+            rows.append((f"n9{len(rows):07d}", parent, _synonyms(values)))
     return rows
 
 
-def make_synthetic_in10k(dest: Path, n_images: int, image_size: int, seed: int) -> dict[str, Path]:
+def in10k_leaf(obj: SceneObject) -> int:
+    """The class index of an object's leaf (its size, pattern, colour and shape)."""
+    n_upper = sum(math.prod(len(ATTRIBUTES[a]) for a in kind) for kind in IN10K_LEVELS[:-1])
+    position = 0
+    for a in IN10K_LEVELS[-1]:
+        position = position * len(ATTRIBUTES[a]) + ATTRIBUTES[a].index(getattr(obj, a))
+    return n_upper + position
+
+
+def make_synthetic_in10k(dest: Path, n_images: int, image_size: int, seed: int,
+                         zipf_exponent: float = 1.0) -> dict[str, Path]:
     """Write a Tencent ML-Images-style set: ``dictionary_and_semantic_hierarchy.txt`` (header, then
-    ``index\\twnid\\tparent\\tnames``; row 0 space-separated like the real file), ``val_image_id_from_imagenet.txt``
-    (``wnid/wnid_N.JPEG\\tleaf\\tancestors...``) and ``images/<wnid>/<file>.JPEG`` (ImageNet-21k layout).
-    Each image shows one object (the leaf) plus, sometimes, a small unlabelled distractor, as ImageNet does."""
+    ``index\\twnid\\tparent\\tnames``; row 0 space-separated like the real file),
+    ``val_image_id_from_imagenet.txt`` (``wnid/wnid_N.JPEG\\tleaf\\tancestors...``) and
+    ``images/<wnid>/<file>.JPEG`` (ImageNet-21k layout). Each image shows one object near the centre."""
+    _reset_if_stale(dest, _fingerprint(image_size, seed, zipf_exponent), ("images",))
     rng = random.Random(seed)
     rows = in10k_hierarchy()
-    parents = [p for _, p, _ in rows]
-    leaf_ids = [i for i, (_, _, n) in enumerate(rows) if "," in n and i > 3]
-    dictionary = dest / "dictionary_and_semantic_hierarchy.txt"
-    val_list = dest / "val_image_id_from_imagenet.txt"
-    images = dest / "images"
     lines = []
     for i in range(n_images):
-        leaf = rng.choice(leaf_ids)
-        wnid, _, names = rows[leaf]
-        color, shape = names.split(",")[0].split()
-        main = ShapeSpec(shape, color, "large", 0.5 + rng.uniform(-0.08, 0.08), 0.5 + rng.uniform(-0.08, 0.08))
-        scene: tuple[ShapeSpec, ...] = (main,)
-        ancestors, node = [], parents[leaf]
-        while node != -1:
-            ancestors.append(node)
-            node = parents[node]
+        scene = random_scene(rng, zipf_exponent, n_objects=1)
+        leaf = in10k_leaf(scene[0])
+        chain = [leaf]
+        while rows[chain[-1]][1] != -1:
+            chain.append(rows[chain[-1]][1])
+        wnid = rows[leaf][0]
         fname = f"{wnid}/{wnid}_{i}.JPEG"
-        lines.append("\t".join([fname, str(leaf)] + [str(a) for a in ancestors]))
-        path = images / fname
+        lines.append("\t".join([fname] + [str(c) for c in chain]))
+        path = dest / "images" / fname
         if not path.exists():
             write_image(render_scene(scene, image_size, seed=seed + i), path)
-    dest.mkdir(parents=True, exist_ok=True)
     header = "category_index\tcategory_id\tindex_of_parent_category\tcategory name\n"
-    body = [f"0\t{rows[0][0]}\t{rows[0][1]}  {rows[0][2]}"]  # the real file's malformed row 0
-    body += [f"{i}\t{w}\t{p}\t{n}" for i, (w, p, n) in enumerate(rows) if i > 0]
+    body = [f"0\t{rows[0][0]}\t{rows[0][1]}  {', '.join(rows[0][2])}"]  # the real file's malformed row 0
+    body += [f"{i}\t{w}\t{p}\t{', '.join(n)}" for i, (w, p, n) in enumerate(rows) if i > 0]
+    dictionary = dest / "dictionary_and_semantic_hierarchy.txt"
+    val_list = dest / "val_image_id_from_imagenet.txt"
     dictionary.write_text(header + "\n".join(body) + "\n")
     val_list.write_text("\n".join(lines) + "\n")
-    return {"dictionary": dictionary, "val_list": val_list, "images_root": images}
+    return {"dictionary": dictionary, "val_list": val_list, "images_root": dest / "images"}

@@ -36,15 +36,33 @@ def prepare_eval_sets(profile: Profile, force: bool = False) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("name")
 
 
+def write_trivial_rows(profile: Profile, mode: str | None = None) -> list[dict[str, Any]]:
+    """The trivial baselines' eval rows (random ranking: exact expectation; best constant ranking) on the images
+    of each eval set that are on disk, in protocol ``mode`` (default: the profile's), written to
+    ``results/<profile>/trivial/eval[_<mode>].jsonl`` (:mod:`otterlib.baselines`). Returns the rows."""
+    from otterlib.baselines import trivial_rows
+    from otterlib.evaluate import write_eval_rows
+
+    mode = mode or profile.eval.mode
+    rows = []
+    for set_cfg in profile.eval.sets:
+        eval_set = load_eval_set(set_cfg, mode, profile.eval).with_existing_images()
+        rows += trivial_rows(eval_set, profile.eval.ks, mode, setting="trivial", profile=profile.name)
+    write_eval_rows(layout.eval_rows_path(layout.trivial_dir(profile), mode), rows)
+    return rows
+
+
 def _write_synthetic_eval_set(profile: Profile, set_cfg: EvalSetConfig) -> None:
     from otterlib.data import synthetic
 
     syn = profile.data.synthetic
     dest = layout.eval_set_dir(set_cfg)
     if set_cfg.name == "goi":
-        synthetic.make_synthetic_goi(dest, syn.n_eval_goi, syn.image_size, seed=syn.seed + 101)
+        synthetic.make_synthetic_goi(dest, syn.n_eval_goi, syn.image_size, seed=syn.seed + 101,
+                                     zipf_exponent=syn.zipf_exponent)
     elif set_cfg.name == "in10k":
-        synthetic.make_synthetic_in10k(dest, syn.n_eval_in10k, syn.image_size, seed=syn.seed + 202)
+        synthetic.make_synthetic_in10k(dest, syn.n_eval_in10k, syn.image_size, seed=syn.seed + 202,
+                                       zipf_exponent=syn.zipf_exponent)
     else:
         raise ValueError(f"no synthetic generator for eval set {set_cfg.name!r} (goi, in10k)")
 

@@ -19,7 +19,8 @@ def evaluate_run(profile: Profile, setting: str | None = None, method: str | Non
     A trained run is (``setting``, ``method``, ``seed``; None: the setting's first seed). Writes ``eval.jsonl``
     (one row per eval set, with provenance; ``n_images_missing`` counts the listed images not on disk, of which
     ``n_images_md5_rejected`` were downloaded but failed the OriginalMD5 check) and ``hits_<set>[_<mode>].npz``
-    (image ids and per-image hits, :func:`otterlib.report.save_hits`) in the run folder.
+    (image ids, per-image hits and per-class average precisions, :func:`otterlib.report.save_hits`) in the run
+    folder.
     """
     from otterlib import report
     from otterlib.checkpoint import BEST, checkpoint_dir, load_student_weights
@@ -60,7 +61,8 @@ def evaluate_run(profile: Profile, setting: str | None = None, method: str | Non
                                     ks=tuple(profile.eval.ks), batch_size=profile.eval.batch_size,
                                     num_workers=profile.eval.num_workers, device=device,
                                     chunk_size=profile.eval.chunk_size, mode=mode)
-        report.save_hits(layout.hits_path(out_dir, set_cfg.name, mode), result.image_ids, result.hits)
+        report.save_hits(layout.hits_path(out_dir, set_cfg.name, mode), result.image_ids, result.hits,
+                         result.ap_class_ids, result.ap)
         rows.append(result.to_row(**provenance, profile=profile.name, templates=profile.eval.templates,
                                   n_images_missing=eval_set.info.get("n_dropped_missing", 0),
                                   n_images_md5_rejected=image_integrity(set_cfg, listed)["n_images_md5_rejected"],

@@ -1,31 +1,54 @@
 """Stage 05: comparison tables, tally, intervals and the mechanism figures."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from otterlib import layout
+from otterlib import layout, report
 from otterlib.config import Profile, resolve_run
 
 
-def build_results(profile: Profile) -> dict[str, Any]:
-    """Collect every eval row of the profile, write the comparison table, tally and plot; returns them."""
-    from otterlib import report
+def results_facts(profile: Profile, rows: pd.DataFrame) -> report.RunFacts:
+    """What the runs behind ``rows`` (eval rows of the profile) were: data, training pairs (the largest training
+    manifest of the settings' sources), optimizer steps (each finished run's ``metrics.json``), batch size, seeds
+    and protocol."""
+    from otterlib.config import setting_train
 
+    trained = rows[rows["kind"] == "trained"]
+    steps = []
+    for run_dir in sorted(set(trained["run_dir"])):
+        metrics = Path(run_dir) / "metrics.json"
+        if metrics.is_file():
+            steps.append(int(json.loads(metrics.read_text())["global_steps"]))
+    sources = tuple(dict.fromkeys(s.source for s in profile.settings))
+    manifests = [layout.manifest_path(profile.data.source(name), "train") for name in sources]
+    totals = [int(json.loads(m.read_text())["total"]) for m in manifests if m.is_file()]
+    seeds = trained.groupby(["setting", "method", "eval_set"])["seed"].nunique()
+    return report.RunFacts(
+        profile=profile.name, synthetic=profile.data.synthetic_world, sources=sources,
+        train_pairs=max(totals) if totals else None,
+        steps=tuple(steps), batch_size=max(setting_train(profile, s.name).batch_size for s in profile.settings),
+        seeds=int(seeds.max()) if len(seeds) else 0, protocol=profile.eval.mode)
+
+
+def build_results(profile: Profile, level: float = 0.95, n_boot: int = 2000, tolerance: float = 0.1
+                  ) -> report.Report:
+    """Collect every eval row of the profile's protocol mode and write the tables, tally, figures and closing
+    paragraph to ``results/<profile>/tables/`` (:func:`otterlib.report.write_tables`). ``level``, ``n_boot``:
+    the paired-bootstrap interval of the tie rule; ``tolerance``: the fixed rule's, in points."""
     mode = profile.eval.mode
     all_rows = report.collect_rows(profile.results_root)
     rows = all_rows[all_rows["mode"] == mode]
     if rows.empty:
         raise FileNotFoundError(f"no {mode}-mode eval rows under {profile.results_root}; run 04_evaluate first")
-    paths = report.write_tables(rows, layout.tables_dir(profile), title=f"{profile.name} profile, {mode} protocol")
-    tally = report.tally(rows)
-    return {"rows": rows, "table": report.comparison_table(rows), "tally": tally,
-            "summary": report.tally_summary(tally), "paths": paths,
-            "eval_sets": report.eval_set_summary(profile.results_root, mode)}
+    info = report.eval_set_summary(profile.results_root, mode).to_dict(orient="index")
+    return report.write_tables(rows, report.Grid.from_profile(profile), layout.tables_dir(profile),
+                               results_facts(profile, rows), report.TieRules(level, n_boot, tolerance),
+                               report.read_published(), info, title=f"{profile.name} profile")
 
 
 def trained_settings(profile: Profile, method: str) -> list[str]:
@@ -35,40 +58,14 @@ def trained_settings(profile: Profile, method: str) -> list[str]:
             and (profile.run_dir(s.name, method, profile.seeds_of(s.name)[0]) / "metrics.json").is_file()]
 
 
-def bootstrap_table(profile: Profile, k: int = 1, n_boot: int = 1000) -> pd.DataFrame:
-    """FH@k with a 95% percentile-bootstrap interval per (setting, method, eval set) of each setting's first
-    seed, and the paired-bootstrap p-value that OTTER is not better than that method on the same images (paired
-    by image id; hits of different image sets raise ValueError)."""
-    from otterlib import report
-
-    hits: dict[tuple[str, str, str], report.HitVectors] = {}
-    for s in profile.settings:
-        for m in profile.methods:
-            for set_cfg in profile.eval.sets:
-                run_dir = profile.run_dir(s.name, m, profile.seeds_of(s.name)[0])
-                path = layout.hits_path(run_dir, set_cfg.name, profile.eval.mode)
-                if path.is_file():
-                    hits[(s.name, m, set_cfg.name)] = report.load_hits(path)
-    rows = []
-    for (setting, method, eval_set), vectors in hits.items():
-        h = vectors.at(k)
-        lo, hi = report.bootstrap_ci(h, n_boot=n_boot)
-        otter = hits.get((setting, "otter", eval_set))
-        p = (report.paired_bootstrap_pvalue(*report.pair_hits(otter, vectors, k), n_boot=n_boot)
-             if otter is not None and method != "otter" else float("nan"))
-        rows.append({"setting": setting, "method": method, "eval_set": eval_set, f"fh@{k} %": 100 * h.mean(),
-                     "ci95_low %": 100 * lo, "ci95_high %": 100 * hi, "p(OTTER not better)": p})
-    return pd.DataFrame(rows).round(3)
-
-
 def otter_matching(profile: Profile, setting: str, n: int = 9) -> tuple[np.ndarray, list[str], Path]:
     """OTTER's target matrix ``α·I + (1−α)·M̃`` for the first ``n`` held-out validation pairs, computed with the
     run's final EMA teacher (eval mode), as in the paper's matching figure. Returns (targets (n, n), the n
-    captions, the PNG written to ``results/<profile>/tables/matching_<setting>.png``)."""
-    from otterlib import report
+    captions, the PNG written to ``results/<profile>/tables/matching_<setting>.png``, with the images as the
+    teacher saw them (centre crop) beside the rows)."""
     from otterlib.checkpoint import LATEST, checkpoint_dir, load
     from otterlib.data.loader import build_eval_pairs_loader
-    from otterlib.data.transforms import eval_transform
+    from otterlib.data.transforms import CLIP_MEAN, CLIP_STD, eval_transform
     from otterlib.losses import create_loss
     from otterlib.models import create_model
     from otterlib.train import loss_kwargs
@@ -84,18 +81,21 @@ def otter_matching(profile: Profile, setting: str, n: int = 9) -> tuple[np.ndarr
     with torch.no_grad():
         t_img, t_txt = teacher(images, list(captions))
         targets, _ = create_loss("otter", **loss_kwargs(cfg)).targets(t_img, t_txt)
+    pixels = images * torch.tensor(CLIP_STD)[:, None, None] + torch.tensor(CLIP_MEAN)[:, None, None]
+    title = (f"OTTER targets α·I + (1−α)·M̃ (α = {cfg.loss.alpha:g}), {setting}: final EMA teacher on {n} "
+             f"held-out pairs")
     path = report.plot_matching(targets.numpy(), captions, layout.tables_dir(profile) / f"matching_{setting}.png",
-                                title=f"OTTER targets, {setting} (EMA teacher, held-out pairs)")
+                                images=pixels.permute(0, 2, 3, 1).numpy(), title=title)
     return targets.numpy(), list(captions), path
 
 
 def noisy_matching_analysis(profile: Profile, setting: str, method: str = "infonce", n_batches: int = 10,
-                            scale: float = 100.0) -> tuple[pd.DataFrame, Path]:
+                            scale: float = 100.0) -> tuple[pd.DataFrame, Path, str]:
     """The paper's motivation, measured with a trained run: on training batches of the global batch size,
     P = softmax(scale · v·tᵀ) of the run's best checkpoint; per batch the official ``dataset_analysis.py``
     statistics (mean paired probability, best non-paired probability, ...). Returns the table (one row per
-    batch plus the mean) and a histogram of all off-diagonal probabilities (``tables/off_diag_<setting>.png``)."""
-    from otterlib import report
+    batch plus the mean), a histogram of all off-diagonal probabilities (``tables/off_diag_<setting>.png``) and
+    the Markdown that defines the statistics for this batch size (:func:`otterlib.report.statistics_markdown`)."""
     from otterlib.checkpoint import BEST, checkpoint_dir, load_student_weights
     from otterlib.data.loader import build_eval_pairs_loader
     from otterlib.data.transforms import eval_transform
@@ -123,4 +123,4 @@ def noisy_matching_analysis(profile: Profile, setting: str, method: str = "infon
     png = report.plot_off_diagonal_histogram(
         np.concatenate(off_diagonal), layout.tables_dir(profile) / f"off_diag_{setting}.png",
         title=f"{setting} / {method}: batches of {cfg.train.batch_size} training pairs")
-    return table.round(4), png
+    return table.round(4), png, report.statistics_markdown(cfg.train.batch_size, scale)
