@@ -224,9 +224,10 @@ class NoiseStudyConfig:
     workers: int = 1
     """Spawned processes that run the grid, each on ``threads`` torch threads; 0 runs it in this process."""
     threads: int = 1
+    """Torch threads of each worker and of the feature extraction."""
     device: str = "cpu"
-    feature_batch_size: int = 128
-    """Images or captions per forward pass of the locked encoders."""
+    feature_batch_size: int = 64
+    """Images or captions per forward pass of the locked encoders (on ``threads`` torch threads)."""
     cache_dir: str = "data/features"
     """Where the locked encoders' features are cached (relative to the repository unless absolute)."""
 

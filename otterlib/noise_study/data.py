@@ -9,10 +9,11 @@ image and class-caption features cached the same way.
 """
 from __future__ import annotations
 
+import contextlib
 import time
-from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Sequence
+from pathlib import Path
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -87,8 +88,26 @@ def study_pairs(n: int, noise_levels: Sequence[float], seed: int, zipf_exponent:
     return pairs
 
 
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block on ``n`` torch threads, then restore the previous count. On cores shared with other jobs,
+    one thread per process is several times faster than two (they spin waiting for each other)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def build_study_data(profile: Profile, ns: NoiseStudyConfig) -> StudyData:
-    """Draw the pairs, compute their truth, and load (or compute and cache) every feature the study needs."""
+    """Draw the pairs, compute their truth, and load (or compute and cache) every feature the study needs
+    (encoders on ``ns.threads`` torch threads)."""
+    with torch_threads(ns.threads):
+        return _build(profile, ns)
+
+
+def _build(profile: Profile, ns: NoiseStudyConfig) -> StudyData:
     syn = profile.data.synthetic
     model = profile.setting(ns.setting or profile.settings[0].name).model
     encoders = LockedEncoders(model, profile.eval.image_size, ns.feature_batch_size, ns.device)

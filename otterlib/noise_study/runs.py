@@ -26,7 +26,7 @@ import torch
 from otterlib.config import NoiseStudyConfig, Profile, RunConfig, TrainConfig, resolve_run
 from otterlib.evaluate import encode_class_names, hits_at_k, topk_chunked
 from otterlib.locked.train import LockedTrainer
-from otterlib.noise_study.data import EvalFeatures, StudyData
+from otterlib.noise_study.data import EvalFeatures, StudyData, torch_threads
 from otterlib.noise_study.precision import batch_statistics
 
 
@@ -189,15 +189,11 @@ def run_grid(profile: Profile, ns: NoiseStudyConfig, data: StudyData, log_path: 
     tasks = study_tasks(ns)
     results: list[TaskResult] = []
     if ns.workers == 0:
-        previous = torch.get_num_threads()
-        torch.set_num_threads(ns.threads)
-        try:
+        with torch_threads(ns.threads):
             for task in tasks:
                 results.append(run_task(data, configs[task.seed], task, ns))
                 if progress:
                     progress(results[-1])
-        finally:
-            torch.set_num_threads(previous)
         return results
     with ProcessPoolExecutor(ns.workers, mp_context=get_context("spawn"), initializer=_init_worker,
                              initargs=(data, ns.threads, str(log_path or os.devnull))) as pool:
