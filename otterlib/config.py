@@ -32,8 +32,10 @@ class SyntheticConfig:
     n_eval_in10k: int = 300
     image_size: int = 64
     noise_fraction: float = 0.3
-    """Fraction of training pairs whose caption is corrupted (half wrong captions, half partial ones)."""
-    zipf_exponent: float = 0.8
+    """Fraction of training pairs whose caption is corrupted, split evenly between ``noise_kinds``."""
+    noise_kinds: list[str] = field(default_factory=lambda: ["wrong", "partial"])
+    """``wrong`` (another image's caption, false of this one) and/or ``partial`` (true but incomplete)."""
+    zipf_exponent: float = 0.5
     """Skew of the attribute draws: value of rank r (1 = most frequent) has probability ∝ r^-zipf_exponent."""
     seed: int = 0
 

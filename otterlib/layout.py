@@ -76,6 +76,17 @@ def reference_dir(profile: Profile, reference: str) -> Path:
     return profile.results_root / "references" / reference
 
 
+def trivial_dir(profile: Profile) -> Path:
+    """Eval rows of the trivial baselines (random and best constant ranking) of every eval set:
+    ``results/<profile>/trivial/eval.jsonl`` (paper protocol) and ``eval_clean.jsonl``."""
+    return profile.results_root / "trivial"
+
+
+def eval_thumbnails_path(profile: Profile) -> Path:
+    """Example images of every eval set with their full label lists (written by stage 02)."""
+    return profile.results_root / "eval_sets" / "thumbnails.png"
+
+
 def tables_dir(profile: Profile) -> Path:
     return profile.results_root / "tables"
 

@@ -74,9 +74,17 @@ def _method_sort_key(methods: Iterable[str]) -> list[str]:
     return known + sorted(set(methods) - set(known))
 
 
+def _model_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows of trained runs and reference models: the trivial baselines (``kind == "trivial"``, one row
+    per eval set for every setting at once) are presented separately."""
+    return rows[rows["kind"] != "trivial"]
+
+
 def comparison_table(rows: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -> pd.DataFrame:
-    """One row per method, columns (setting, eval set, metric); values in percent, 1 decimal."""
-    df = rows[rows["metric"].isin(metrics)]
+    """One row per method, columns (setting, eval set, metric); values in percent, 1 decimal. Trivial
+    baselines are left out (:func:`_model_rows`)."""
+    df = _model_rows(rows)
+    df = df[df["metric"].isin(metrics)]
     if df.empty:
         raise ValueError(f"no eval rows with metrics {list(metrics)}")
     wide = df.pivot_table(index="method", columns=["setting", "eval_set", "metric"], values="value", aggfunc="mean")
@@ -170,7 +178,8 @@ def plot_comparison(rows: pd.DataFrame, path: Path, metrics: Sequence[str] = TAB
     """Grouped bars: one panel per (setting, eval set), metrics on x, one bar per method. Saves a PNG."""
     plt = _pyplot()
 
-    df = rows[rows["metric"].isin(metrics)]
+    df = _model_rows(rows)
+    df = df[df["metric"].isin(metrics)]
     panels = sorted(df.groupby(["setting", "eval_set"]).groups)
     methods = _method_sort_key(df["method"].unique())
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
@@ -250,3 +259,28 @@ def write_tables(rows: pd.DataFrame, out_dir: Path, tie_tol: float = 0.1, title:
     paths["md"].write_text(f"{heading}{flat.to_markdown()}\n\n{tally_summary(t)}\n")
     plot_comparison(rows, paths["plot"])
     return paths
+
+
+def plot_thumbnails(panels: Sequence[Sequence[tuple[Path, str, Sequence[str]]]], path: Path,
+                    width_chars: int = 30) -> Path:
+    """A grid of example images, one row per eval set: each panel is ``(image path, eval set, label names)``
+    and is titled with the eval set and its **full** label list, wrapped at ``width_chars``. Saves a PNG."""
+    import textwrap
+
+    from PIL import Image
+
+    plt = _pyplot()
+    titles = [[textwrap.fill(f"{name}: " + "; ".join(labels), width_chars) for _, name, labels in row]
+              for row in panels]
+    heights = [2.2 + 0.12 * max((t.count("\n") + 1 for t in row), default=1) for row in titles]
+    n_cols = max(len(row) for row in panels)
+    fig, axes = plt.subplots(len(panels), n_cols, squeeze=False, figsize=(2.3 * n_cols, sum(heights)),
+                             gridspec_kw={"height_ratios": heights})
+    for ax_row, row, row_titles in zip(axes, panels, titles):
+        for ax in ax_row:
+            ax.set_axis_off()
+        for ax, (image, _, _), title in zip(ax_row, row, row_titles):
+            with Image.open(image) as img:
+                ax.imshow(img.convert("RGB"))
+            ax.set_title(title, fontsize=6, loc="left")
+    return _save(fig, path)

@@ -5,7 +5,7 @@ says, and returns plain data (dicts, dataclasses, DataFrames) for the notebook t
 per stage: :mod:`.setup` (00), :mod:`.training_data` (01), :mod:`.eval_sets` (02), :mod:`.training` (03),
 :mod:`.evaluation` (04), :mod:`.results` (05), :mod:`.noise_study` (06).
 """
-from otterlib.stages.eval_sets import load_eval_set, prepare_eval_sets
+from otterlib.stages.eval_sets import eval_set_thumbnails, load_eval_set, prepare_eval_sets, trivial_baselines
 from otterlib.stages.evaluation import evaluate_run
 from otterlib.stages.noise_study import run_noise_study
 from otterlib.stages.results import bootstrap_table, build_results, noisy_matching_analysis, otter_matching
@@ -13,6 +13,7 @@ from otterlib.stages.setup import setup
 from otterlib.stages.training import read_log, train_run
 from otterlib.stages.training_data import prepare_training_data
 
-__all__ = ["setup", "prepare_training_data", "prepare_eval_sets", "load_eval_set", "train_run", "read_log",
+__all__ = ["setup", "prepare_training_data", "prepare_eval_sets", "load_eval_set", "trivial_baselines",
+           "eval_set_thumbnails", "train_run", "read_log",
            "evaluate_run", "build_results", "bootstrap_table", "otter_matching", "noisy_matching_analysis",
            "run_noise_study"]
