@@ -86,10 +86,10 @@ def _mechanism(prec: pd.DataFrame, noise: float, size: int) -> list[str]:
         kd = cell.loc["kd"]
         lines.append(f"KD's softmax targets end at {kd['end']:.3f} ({kd['end_low']:.3f}–{kd['end_high']:.3f}), "
                      f"{_versus(kd, o)} OTTER's.")
-    others = ", ".join(f"{_label(m)} {cell.loc[m, 'false_mass']:.3f}" for m in ("kd", "label_smoothing", "infonce")
-                       if m in cell.index)
-    lines.append(f"Per row, OTTER's target puts {o['false_mass']:.3f} of its mass on pairs that do not match "
-                 f"({others}).")
+    others = "; ".join(f"{_label(m)} {cell.loc[m, 'true_mass']:.3f} / {cell.loc[m, 'false_mass']:.3f}"
+                       for m in ("kd", "label_smoothing", "infonce") if m in cell.index)
+    lines.append(f"Per row, OTTER's target puts {o['true_mass']:.3f} of its mass on pairs that match and "
+                 f"{o['false_mass']:.3f} on pairs that do not ({others}).")
     if pd.notna(o["wrong_rescue"]):
         lines.append(f"For wrong-caption pairs with a true match in the batch, OTTER's target puts "
                      f"{o['wrong_rescue']:.3f} of the row's mass on true matches (a uniform spread of its "

@@ -49,6 +49,7 @@ def run_noise_study(profile: Profile, force: bool = False, echo: Callable[[str],
     if force or stale:
         ns = profile.noise_study
         out.mkdir(parents=True, exist_ok=True)
+        (out / "workers.log").unlink(missing_ok=True)
         t0, cpu0 = time.time(), time.process_time()
         data = build_study_data(profile, ns)
         data.info |= {"wall_s": round(time.time() - t0, 1), "cpu_s": round(time.process_time() - cpu0, 1)}
