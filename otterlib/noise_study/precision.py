@@ -82,7 +82,8 @@ def batch_statistics(targets_img: np.ndarray, targets_txt: np.ndarray, truth: np
     uniform = np.concatenate([uniform_img, uniform_txt])
     return {"precision": precision, "chance": chance_precision(t),
             **{f"{kind}_mass": 0.5 * (off_diagonal_mass(targets_img, t, kind == "true")
-                                      + off_diagonal_mass(targets_txt, t.T, kind == "true")) for kind in ("true", "false")},
+                                      + off_diagonal_mass(targets_txt, t.T, kind == "true"))
+               for kind in ("true", "false")},
             "wrong_rescue": float(rescued.mean()) if rescued.size else float("nan"),
             "wrong_rescue_uniform": float(uniform.mean()) if uniform.size else float("nan"),
             "wrong_rows": int(rescued.size)}

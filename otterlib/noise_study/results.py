@@ -159,7 +159,8 @@ def precision_table(res: StudyResults) -> pd.DataFrame:
                      "start": g[g["step"] == first]["precision"].mean(), "end": mean, "end_low": low,
                      "end_high": high, "chance": end["chance"].mean(), "true_mass": end["true_mass"].mean(),
                      "false_mass": end["false_mass"].mean(),
-                     "wrong_rescue": end["wrong_rescue"].mean(), "wrong_rescue_uniform": end["wrong_rescue_uniform"].mean()})
+                     "wrong_rescue": end["wrong_rescue"].mean(),
+                     "wrong_rescue_uniform": end["wrong_rescue_uniform"].mean()})
     return pd.DataFrame(rows)
 
 
@@ -181,7 +182,8 @@ def timing_summary(res: StudyResults) -> dict[str, Any]:
     runs = res.runs.drop_duplicates(["noise", "size", "method", "seed"])
     cpu = float(runs["run_cpu_s"].sum())
     workers = max(1, int(res.config["workers"]))
-    return {"runs": int(res.info["n_runs"]), "grid_wall_s": res.info["grid_wall_s"], "runs_per_s": res.info["runs_per_s"],
+    return {"runs": int(res.info["n_runs"]), "grid_wall_s": res.info["grid_wall_s"],
+            "runs_per_s": res.info["runs_per_s"],
             "grid_cpu_s": round(cpu, 1), "workers": workers, "grid_wall_on_free_cores_s": round(cpu / workers, 1),
             "features_wall_s": res.info["data"].get("wall_s"), "features_cpu_s": res.info["data"].get("cpu_s"),
             "study_wall_s": res.info["study_wall_s"], "load_average": res.info["load_average"],
