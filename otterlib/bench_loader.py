@@ -93,10 +93,10 @@ def _jpeg_bytes(manifest: Path, n: int) -> list[bytes]:
 
 def _jpeg(pair: Any, size: int, seed: int, quality: int) -> bytes:
     """A synthetic pair's scene rendered at ``size`` px (texture seeded by its key), JPEG-encoded."""
-    from otterlib.data.synthetic import hash_key, render_scene
+    from otterlib.data.synthetic import image_seed, render_scene
 
     buf = io.BytesIO()
-    render_scene(pair.scene, size, seed=hash_key(pair.key, seed)).save(buf, format="JPEG", quality=quality)
+    render_scene(pair.scene, size, seed=image_seed(pair.key, seed)).save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
 
 

@@ -35,8 +35,10 @@ class SyntheticConfig:
     n_eval_in10k: int = 300
     image_size: int = 64
     noise_fraction: float = 0.3
-    """Fraction of training pairs whose caption is corrupted (half wrong captions, half partial ones)."""
-    zipf_exponent: float = 0.8
+    """Fraction of training pairs whose caption is corrupted, split evenly between ``noise_kinds``."""
+    noise_kinds: list[str] = field(default_factory=lambda: ["wrong", "partial"])
+    """``wrong`` (another image's caption, false of this one) and/or ``partial`` (true but incomplete)."""
+    zipf_exponent: float = 0.5
     """Skew of the attribute draws: value of rank r (1 = most frequent) has probability ∝ r^-zipf_exponent."""
     seed: int = 0
 
@@ -394,9 +396,10 @@ class NoiseStudyConfig:
     workers: int = 1
     """Spawned processes that run the grid, each on ``threads`` torch threads; 0 runs it in this process."""
     threads: int = 1
+    """Torch threads of each worker and of the feature extraction."""
     device: str = "cpu"
-    feature_batch_size: int = 128
-    """Images or captions per forward pass of the locked encoders."""
+    feature_batch_size: int = 64
+    """Images or captions per forward pass of the locked encoders (on ``threads`` torch threads)."""
     cache_dir: str = "data/features"
     """Where the locked encoders' features are cached (relative to the repository unless absolute)."""
 

@@ -88,8 +88,14 @@ def reference_dir(profile: Profile, reference: str) -> Path:
 
 
 def trivial_dir(profile: Profile) -> Path:
-    """``results/<profile>/trivial``: the eval rows of the trivial baselines (random and constant ranking)."""
+    """Eval rows of the trivial baselines (random and best constant ranking) of every eval set:
+    ``results/<profile>/trivial/eval.jsonl`` (paper protocol) and ``eval_clean.jsonl``."""
     return profile.results_root / "trivial"
+
+
+def eval_thumbnails_path(profile: Profile) -> Path:
+    """Example images of every eval set with their full label lists (written by stage 02)."""
+    return profile.results_root / "eval_sets" / "thumbnails.png"
 
 
 def tables_dir(profile: Profile) -> Path:

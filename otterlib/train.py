@@ -236,7 +236,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     raise ValueError(f"train.precision must be auto, bf16 or fp32, got {precision!r}")
 
 
-def _lr_at_epoch(cfg: RunConfig, epoch: int) -> float:
+def lr_at_epoch(cfg: RunConfig, epoch: int) -> float:
     """CosineAnnealingLR(T_max=epochs, eta_min=0) stepped per epoch (0-based epoch), as the official code."""
     t = cfg.train
     if t.schedule == "constant":
@@ -322,7 +322,7 @@ def train(cfg: RunConfig, *, progress: bool = True, stop_after_steps: int | None
     t_start = time.time()
     for epoch in range(state["epoch"], t_cfg.epochs):
         for group in optimizer.param_groups:
-            group["lr"] = _lr_at_epoch(cfg, epoch)
+            group["lr"] = lr_at_epoch(cfg, epoch)
         skip = state["step_in_epoch"]
         torch.manual_seed(step_seed(t_cfg.seed, epoch, -1))
         loader = build_train_loader(train_manifest, batch_size=local_batch,

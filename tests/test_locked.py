@@ -89,7 +89,7 @@ def test_locked_step_equals_the_full_trainer_with_frozen_encoders(method):
     for encoder in (full.image_encoder, full.text_encoder):
         encoder.requires_grad_(False)
         encoder.eval()
-    teacher = EMATeacher(full) if create_loss(method).needs_teacher else None
+    teacher = EMATeacher(full, mode="eval") if create_loss(method).needs_teacher else None  # encoders locked: eval
     loss_fn = create_loss(method, **loss_kwargs(cfg))
     module = StudentWithLoss(full, loss_fn)
     optimizer = create_optimizer([p for p in module.parameters() if p.requires_grad], cfg.train)
@@ -107,7 +107,7 @@ def test_locked_step_equals_the_full_trainer_with_frozen_encoders(method):
     images = torch.stack([eval_transform(32)(render_scene(p.scene, 32, seed=i)) for i, p in enumerate(pairs)])
     captions = [p.caption for p in pairs]
     for step, rows in enumerate((slice(0, 8), slice(8, 16))):
-        full_terms = train_step(module, teacher, optimizer, images[rows], captions[rows], None, 1.0, step, 0, step)
+        full_terms = train_step(module, teacher, optimizer, images[rows], captions[rows], None, 1.0)
         with torch.no_grad():
             img_feats = full.image_encoder(images[rows])
             txt_feats = full.text_encoder(captions[rows])
@@ -118,3 +118,17 @@ def test_locked_step_equals_the_full_trainer_with_frozen_encoders(method):
     assert torch.allclose(locked.model.text_proj.weight, full.text_proj.weight, atol=1e-5)
     if teacher is not None:
         assert torch.allclose(locked.teacher.module.image_proj.weight, teacher.module.image_proj.weight, atol=1e-6)
+
+
+def test_a_non_finite_locked_step_is_named_at_the_next_check():
+    from otterlib.train import NonFiniteLossError
+
+    cfg = resolve_run(load_profile("smoke"), "tiny-scratch", "otter")
+    trainer = LockedTrainer.create(cfg, 6, 5, total_steps=3)
+    good = torch.randn(4, 6), torch.randn(4, 5)
+    trainer.step(*good)
+    trainer.check()  # all finite so far
+    trainer.step(torch.full((4, 6), float("nan")), good[1])
+    trainer.step(*good)  # runs on; the check names the first bad step
+    with pytest.raises(NonFiniteLossError, match="step 1"):
+        trainer.check()

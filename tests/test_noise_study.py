@@ -49,6 +49,7 @@ def test_precision_and_rescue_by_hand():
     assert s["precision"] == pytest.approx(0.225) and s["chance"] == pytest.approx(1 / 6)
     # image rows: 0.5 - 0.3, 0.5, 0.5 - 0.5, 0.5 -> mean 0.3; text rows: 0.5, 0.5 - 0.1, 0.5, 0.5 - 0 -> 0.475
     assert s["false_mass"] == pytest.approx(0.5 * (0.3 + 0.475))
+    assert s["true_mass"] == pytest.approx(0.5 * (0.8 / 4 + 0.1 / 4))  # M[0,1] + M[2,3]; M[1,0] + M[3,2]
     assert s["wrong_rows"] == 2 and s["wrong_rescue"] == pytest.approx(0.15)
     assert s["wrong_rescue_uniform"] == pytest.approx(0.5 / 3)
     assert np.isnan(batch_statistics(TARGETS, TARGETS, TRUTH, np.zeros(4, bool))["wrong_rescue"])
@@ -119,7 +120,7 @@ def _constructed(otter_gain_at: float, precision_end: float) -> results.StudyRes
               "tie_tolerance": 0.1, "n_boot": 500}
     rows = [{"noise": p, "size": n, "method": m, "seed": s, "step": step, "chance": 0.01,
              "precision": (0.01 if step == 1 else precision_end) if m == "otter" else 0.01 if m != "infonce" else 0.0,
-             "false_mass": 0.4, "wrong_rescue": 0.2, "wrong_rescue_uniform": 0.1}
+             "true_mass": 0.01, "false_mass": 0.4, "wrong_rescue": 0.2, "wrong_rescue_uniform": 0.1}
             for p in levels for n in sizes for m in methods for s in seeds for step in (1, 100)]
     return results.StudyResults(info={"config": config, "methods": methods, "eval_sets": {"goi": 400}},
                                 runs=pd.DataFrame(), precision=pd.DataFrame(rows),

@@ -1,15 +1,16 @@
 """Writers of the synthetic world (:mod:`otterlib.data.world`) for the offline CPU profile.
 
-* **Rendering**: every object is drawn as a mask of its shape (16 shapes), filled with its colour
+* **Rendering**: every object is drawn as a mask of its shape (12 shapes), filled with its colour
   ``solid``, with diagonal stripes inside its outline (``striped``) or as an outline only (``hollow``); a
-  ``large`` object has radius 0.17, a ``small`` one 0.10 of the image side; on a light, faintly textured
-  background.
+  ``large`` object has radius 0.18, a ``small`` one 0.11 of the image side; on a light, faintly tinted and
+  textured background.
 * **Training pairs served as "CC3M"**: rendered images plus a headerless ``caption<TAB>url`` TSV.
 * **Eval sets in the official on-disk formats**, drawn from the same world, so the real parsers run on them:
   a GOI-like set (Open Images class descriptions + human-verified image-level labels; flat display names
-  ``Red square``, ``Striped square``, ``Large square``, ``Striped red square``; scenes of 1-3 objects) and an
-  IN10K-like set (Tencent dictionary + val list; a tree ``square`` → ``red square`` → ``striped red square``
-  → ``large striped red square`` whose ancestors are labels, as Tencent's; one object per image, as ImageNet).
+  ``Red square``, ``Striped red square``, ``Large red square``; scenes of 1-3 objects drawn like the training
+  scenes) and an IN10K-like set (Tencent dictionary + val list; a tree ``red square`` → ``large red square``
+  → ``large striped red square`` whose ancestors are labels, as Tencent's; one object per image and balanced
+  leaves, as ImageNet's validation set).
 """
 from __future__ import annotations
 
@@ -27,16 +28,16 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from otterlib.config import SyntheticConfig
-from otterlib.data.world import (ATTRIBUTES, COLOR_SYNONYMS, SHAPE_SYNONYMS, Scene, SceneObject, SyntheticPair,
-                                 generate_pairs, random_scene)
+from otterlib.data.world import (ATTRIBUTES, COLOR_SYNONYMS, JITTER, SHAPE_SYNONYMS, Scene, SceneObject,
+                                 SyntheticPair, generate_pairs, random_scene)
 
-WORLD_VERSION: int = 2
+WORLD_VERSION: int = 4
 """Bumped whenever drawing or sampling changes, so stale rendered images are never reused."""
 
 COLOR_RGB: dict[str, tuple[int, int, int]] = {
     "red": (215, 35, 35), "blue": (35, 75, 215), "green": (30, 150, 50), "yellow": (235, 200, 20),
     "purple": (130, 45, 170), "orange": (240, 130, 20), "pink": (240, 110, 180), "brown": (120, 70, 30)}
-RADIUS: dict[str, float] = {"large": 0.17, "small": 0.10}
+RADIUS: dict[str, float] = {"large": 0.18, "small": 0.11}
 """Object radius as a fraction of the image side."""
 COLOR_JITTER: int = 12
 """Each object's colour channels move by up to this much (0-255 scale)."""
@@ -92,17 +93,12 @@ SHAPE_DRAWERS: dict[str, Callable[[ImageDraw.ImageDraw, float, float, float], No
     "diamond": _polygon(lambda cx, cy, r: [(cx, cy - r), (cx + 0.7 * r, cy), (cx, cy + r), (cx - 0.7 * r, cy)]),
     "heart": _draw_heart,
     "cross": _draw_cross,
-    "hexagon": _polygon(lambda cx, cy, r: _regular(6, cx, cy, r)),
     "crescent": _draw_crescent,
     "arrow": _polygon(lambda cx, cy, r: [(cx - r, cy - 0.28 * r), (cx + 0.1 * r, cy - 0.28 * r),
                                          (cx + 0.1 * r, cy - 0.75 * r), (cx + r, cy), (cx + 0.1 * r, cy + 0.75 * r),
                                          (cx + 0.1 * r, cy + 0.28 * r), (cx - r, cy + 0.28 * r)]),
-    "oval": lambda d, cx, cy, r: d.ellipse(_box(cx, cy, 0.58 * r, r), fill=255),
     "rectangle": lambda d, cx, cy, r: d.rectangle(_box(cx, cy, r, 0.5 * r), fill=255),
     "semicircle": lambda d, cx, cy, r: d.pieslice(_box(cx, cy + 0.45 * r, r, r), 180, 360, fill=255),
-    "pentagon": _polygon(lambda cx, cy, r: _regular(5, cx, cy, r)),
-    "trapezoid": _polygon(lambda cx, cy, r: [(cx - 0.5 * r, cy - 0.7 * r), (cx + 0.5 * r, cy - 0.7 * r),
-                                             (cx + r, cy + 0.7 * r), (cx - r, cy + 0.7 * r)]),
     "teardrop": _draw_teardrop,
 }
 
@@ -131,7 +127,7 @@ def render_scene(scene: Iterable[SceneObject], image_size: int, seed: int) -> Im
     for _ in range(6):  # faint texture so images are not trivially separable by background
         x0, y0 = rng.uniform(0, image_size), rng.uniform(0, image_size)
         r = rng.uniform(2, image_size / 6)
-        draw.ellipse([x0 - r, y0 - r, x0 + r, y0 + r], fill=tuple(max(0, c - rng.randint(5, 20)) for c in base))
+        draw.ellipse([x0 - r, y0 - r, x0 + r, y0 + r], fill=tuple(c - rng.randint(5, 20) for c in base))
     pixels = np.array(img)
     line = max(1, round(image_size / 32))
     yy, xx = np.mgrid[:image_size, :image_size]
@@ -188,7 +184,7 @@ def split_pairs(cfg: SyntheticConfig, split: str) -> list[SyntheticPair]:
     n = {"train": cfg.n_train, "val": cfg.n_val}[split]
     noise = cfg.noise_fraction if split == "train" else 0.0
     return generate_pairs(n, noise, cfg.seed * 1000 + SPLIT_SEED_OFFSET[split], prefix=f"{split}-",
-                          zipf_exponent=cfg.zipf_exponent)
+                          zipf_exponent=cfg.zipf_exponent, noise_kinds=cfg.noise_kinds)
 
 
 def make_synthetic_cc3m(root: Path, cfg: SyntheticConfig) -> dict[str, Path]:
@@ -258,10 +254,11 @@ def _write_jsonl(path: Path, rows: Iterable[dict]) -> None:
 # --------------------------------------------------------------------------------------------------
 # GOI-like eval set (Open Images V6 formats)
 
-GOI_CLASS_KINDS: tuple[tuple[str, ...], ...] = (("color", "shape"), ("pattern", "shape"), ("size", "shape"),
-                                                ("pattern", "color", "shape"))
-"""The attribute combinations that name a GOI-like class, e.g. ``Red square``, ``Striped square``,
-``Large square``, ``Striped red square`` (16·8 + 16·3 + 16·2 + 16·3·8 = 592 classes)."""
+GOI_CLASS_KINDS: tuple[tuple[str, ...], ...] = (("color", "shape"), ("pattern", "color", "shape"),
+                                                ("size", "color", "shape"))
+"""The attribute combinations that name a GOI-like class, e.g. ``Red square``, ``Striped red square``,
+``Large red square`` (12·8 + 12·8·3 + 12·8·2 = 576 classes). Every class names a colour and a shape: coarser
+classes (``Square``, ``Large square``) would let a constant guess hit most multi-object images."""
 GOI_REPEATED: tuple[str, ...] = ("Red circle", "Striped square")
 """Names listed twice under different MIDs, as the real list repeats 12 names; both ids of a true name are
 labels."""
@@ -315,10 +312,12 @@ def make_synthetic_goi(dest: Path, n_images: int, image_size: int, seed: int,
 # --------------------------------------------------------------------------------------------------
 # IN10K-like eval set (Tencent ML-Images formats)
 
-IN10K_LEVELS: tuple[tuple[str, ...], ...] = (("shape",), ("color", "shape"), ("pattern", "color", "shape"),
+IN10K_LEVELS: tuple[tuple[str, ...], ...] = (("color", "shape"), ("size", "color", "shape"),
                                              ("size", "pattern", "color", "shape"))
-"""The tree, root to leaf: each level adds one attribute to its parent's (16 + 128 + 384 + 768 = 1,296
-classes); an image's labels are its leaf and the leaf's three ancestors."""
+"""The tree, root to leaf: ``red square`` → ``large red square`` → ``large striped red square``; each level
+adds one attribute to its parent's (96 + 192 + 576 = 864 classes) and an image's labels are its leaf and
+the leaf's two ancestors. The 96 roots split the images finely enough that no constant guess covers many
+(a root per shape alone would put 10 of 12 shapes in a constant top 10)."""
 
 
 def _synonyms(obj: dict[str, str]) -> list[str]:
@@ -355,18 +354,30 @@ def in10k_leaf(obj: SceneObject) -> int:
     return n_upper + position
 
 
-def make_synthetic_in10k(dest: Path, n_images: int, image_size: int, seed: int,
-                         zipf_exponent: float = 1.0) -> dict[str, Path]:
+def balanced_leaf_objects(n: int, rng: random.Random) -> list[dict[str, str]]:
+    """Attributes of ``n`` objects whose leaves are balanced, as ImageNet's validation images are: every leaf
+    once in a random order, then again, so leaf counts differ by at most one."""
+    leaves = [dict(zip(IN10K_LEVELS[-1], combo))
+              for combo in itertools.product(*(ATTRIBUTES[a] for a in IN10K_LEVELS[-1]))]
+    out: list[dict[str, str]] = []
+    while len(out) < n:
+        out += rng.sample(leaves, len(leaves))
+    return out[:n]
+
+
+def make_synthetic_in10k(dest: Path, n_images: int, image_size: int, seed: int) -> dict[str, Path]:
     """Write a Tencent ML-Images-style set: ``dictionary_and_semantic_hierarchy.txt`` (header, then
     ``index\\twnid\\tparent\\tnames``; row 0 space-separated like the real file),
     ``val_image_id_from_imagenet.txt`` (``wnid/wnid_N.JPEG\\tleaf\\tancestors...``) and
-    ``images/<wnid>/<file>.JPEG`` (ImageNet-21k layout). Each image shows one object near the centre."""
-    _reset_if_stale(dest, _fingerprint(image_size, seed, zipf_exponent), ("images",))
+    ``images/<wnid>/<file>.JPEG`` (ImageNet-21k layout). Each image shows one object near the centre; the
+    leaves are balanced (:func:`balanced_leaf_objects`)."""
+    _reset_if_stale(dest, _fingerprint(image_size, seed, zipf_exponent=0.0), ("images",))
     rng = random.Random(seed)
     rows = in10k_hierarchy()
     lines = []
-    for i in range(n_images):
-        scene = random_scene(rng, zipf_exponent, n_objects=1)
+    for i, attributes in enumerate(balanced_leaf_objects(n_images, rng)):
+        centre = [0.5 + rng.uniform(-JITTER, JITTER) for _ in range(2)]
+        scene = (SceneObject(x=centre[0], y=centre[1], **attributes),)
         leaf = in10k_leaf(scene[0])
         chain = [leaf]
         while rows[chain[-1]][1] != -1:

@@ -23,9 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "diamond", "heart", "cross", "hexagon",
-                           "crescent", "arrow", "oval", "rectangle", "semicircle", "pentagon", "trapezoid",
-                           "teardrop")
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "diamond", "heart", "cross", "crescent",
+                           "arrow", "semicircle", "rectangle", "teardrop")
 COLORS: tuple[str, ...] = ("red", "blue", "green", "yellow", "purple", "orange", "pink", "brown")
 PATTERNS: tuple[str, ...] = ("solid", "striped", "hollow")
 SIZES: tuple[str, ...] = ("large", "small")
@@ -33,8 +32,7 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {"shape": SHAPES, "color": COLORS, "pat
 """Every attribute with its values, most frequent first (the Zipf rank order)."""
 
 COLOR_SYNONYMS: dict[str, str] = {"red": "scarlet", "blue": "azure", "green": "emerald", "purple": "violet"}
-SHAPE_SYNONYMS: dict[str, str] = {"diamond": "rhombus", "cross": "plus sign", "oval": "ellipse",
-                                  "teardrop": "droplet"}
+SHAPE_SYNONYMS: dict[str, str] = {"diamond": "rhombus", "cross": "plus sign", "teardrop": "droplet"}
 SYNONYM_RATE: float = 0.2
 """Probability that a caption names a colour or shape by its synonym (so the text encoder sees both)."""
 

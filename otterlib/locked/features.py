@@ -8,6 +8,7 @@ stale features.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -67,10 +68,10 @@ class LockedEncoders:
 
     ``encode_images``: PIL images -> (N, F_img) pooled features (eval transform at ``image_size``);
     ``encode_texts``: captions -> (N, F_txt) masked-mean-pooled features. ``image_identity`` /
-    ``text_identity`` name what produced them, for :func:`cached_features`.
+    ``text_identity`` name what produced them, for :func:`cached_features` (computed once per instance).
     """
 
-    def __init__(self, model: ModelConfig, image_size: int, batch_size: int = 128,
+    def __init__(self, model: ModelConfig, image_size: int, batch_size: int = 64,
                  device: str | torch.device = "cpu") -> None:
         if batch_size < 1:
             raise ValueError(f"feature batch_size must be >= 1, got {batch_size}")
@@ -78,32 +79,29 @@ class LockedEncoders:
         self.image_size = image_size
         self.batch_size = batch_size
         self.device = torch.device(device)
-        self._image: nn.Module | None = None
-        self._text: nn.Module | None = None
 
-    @property
+    @functools.cached_property
     def image_encoder(self) -> nn.Module:
-        if self._image is None:
-            from otterlib.models import create_image_encoder
+        from otterlib.models import create_image_encoder
 
-            self._image = _locked(lambda: create_image_encoder(self.config.image_encoder, self.config.pretrained),
-                                  self.device)
-        return self._image
+        return _locked(lambda: create_image_encoder(self.config.image_encoder, self.config.pretrained), self.device)
 
-    @property
+    @functools.cached_property
     def text_encoder(self) -> nn.Module:
-        if self._text is None:
-            from otterlib.models import create_text_encoder
+        from otterlib.models import create_text_encoder
 
-            self._text = _locked(lambda: create_text_encoder(self.config.text_encoder, self.config.pretrained,
-                                                             self.config.max_text_tokens), self.device)
-        return self._text
+        return _locked(lambda: create_text_encoder(self.config.text_encoder, self.config.pretrained,
+                                                   self.config.max_text_tokens), self.device)
 
+    @functools.cached_property
     def image_identity(self) -> dict[str, Any]:
+        """What makes the image features: encoder name, pretrained flag, input transform, weights hash."""
         return {"encoder": self.config.image_encoder, "pretrained": self.config.pretrained,
                 "transform": f"eval_transform({self.image_size})", "weights_sha256": weights_sha256(self.image_encoder)}
 
+    @functools.cached_property
     def text_identity(self) -> dict[str, Any]:
+        """What makes the text features: encoder name, pretrained flag, token limit, weights hash."""
         return {"encoder": self.config.text_encoder, "pretrained": self.config.pretrained,
                 "max_text_tokens": self.config.max_text_tokens, "weights_sha256": weights_sha256(self.text_encoder)}
 
@@ -142,11 +140,11 @@ class LockedEncoders:
     def image_features(self, path: Path, data_sha: str,
                        images: Callable[[], Iterable[Image.Image]]) -> tuple[torch.Tensor, bool]:
         """Cached :meth:`encode_images` of ``images()`` (called only when the cache is stale)."""
-        return cached_features(path, self.image_identity(), data_sha, lambda: self.encode_images(images()))
+        return cached_features(path, self.image_identity, data_sha, lambda: self.encode_images(images()))
 
     def text_features(self, path: Path, captions: Sequence[str]) -> tuple[torch.Tensor, bool]:
         """Cached :meth:`encode_texts`; the data hash is that of the captions in order."""
-        return cached_features(path, self.text_identity(), sha256_hex(captions),
+        return cached_features(path, self.text_identity, sha256_hex(captions),
                                lambda: self.encode_texts(captions))
 
 

@@ -20,8 +20,8 @@ from otterlib.ema import EMATeacher
 from otterlib.env import resolve_device
 from otterlib.losses import create_loss
 from otterlib.models.model import ImageTextModel
-from otterlib.train import StudentWithLoss, autocast_dtype, create_optimizer, loss_kwargs, train_step
-from otterlib.train import _lr_at_epoch as lr_at_epoch  # the trainer's schedule, one step per "epoch"
+from otterlib.train import (FiniteGuard, StudentWithLoss, autocast_dtype, create_optimizer, loss_kwargs,
+                            lr_at_epoch, train_step)
 
 
 class FeatureInput(nn.Module):
@@ -69,6 +69,7 @@ class LockedTrainer:
         self.amp_dtype = autocast_dtype(cfg.train.precision, self.device)
         self.grad_clip = cfg.train.grad_clip
         self.steps = 0
+        self.guard = FiniteGuard()
 
     @classmethod
     def create(cls, cfg: RunConfig, image_dim: int, text_dim: int, total_steps: int) -> "LockedTrainer":
@@ -77,14 +78,20 @@ class LockedTrainer:
         return cls(cfg, locked_model(image_dim, text_dim, cfg.model.embed_dim), total_steps)
 
     def step(self, image_features: torch.Tensor, text_features: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One optimizer step on a batch of (B, F_img) and (B, F_txt) features; returns the loss terms."""
+        """One optimizer step on a batch of (B, F_img) and (B, F_txt) features; returns the loss terms (on the device).
+        Non-finite terms are found by :meth:`check` (no host sync here)."""
         self.module.train()
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at_epoch(self.schedule, self.steps)
         terms = train_step(self.module, self.teacher, self.optimizer, image_features.to(self.device),
-                           text_features.to(self.device), self.amp_dtype, self.grad_clip, self.steps, 0, self.steps)
+                           text_features.to(self.device), self.amp_dtype, self.grad_clip)
+        self.guard.add(0, self.steps, self.steps, terms)
         self.steps += 1
         return terms
+
+    def check(self) -> None:
+        """Raise :class:`otterlib.train.NonFiniteLossError` naming the first non-finite step since the last check."""
+        self.guard.check()
 
     @torch.no_grad()
     def targets(self, image_features: torch.Tensor, text_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,6 +1,7 @@
 """The study's data: synthetic training pairs at every noise level, their truth, and locked-encoder features.
 
-One draw of ``N = max(sizes)`` scenes serves every noise level: :func:`otterlib.data.world.generate_pairs`
+One draw of ``N = max(sizes)`` scenes serves every noise level (corrupted as the profile's
+``data.synthetic.noise_kinds`` say): :func:`otterlib.data.world.generate_pairs`
 with the same seed draws the scenes (and their clean captions) before it picks the noisy pairs, so the noise
 variants share their images and differ only in captions. A training set of size n is the first n pairs
 (the smaller sets are nested in the larger). Image features are computed once; captions are encoded once as
@@ -9,10 +10,11 @@ image and class-caption features cached the same way.
 """
 from __future__ import annotations
 
+import contextlib
 import time
-from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Sequence
+from pathlib import Path
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -20,7 +22,7 @@ from PIL import Image
 
 from otterlib.config import EvalSetConfig, NoiseStudyConfig, Profile
 from otterlib.data.synthetic import WORLD_VERSION, image_seed, render_scene
-from otterlib.data.world import SyntheticPair, generate_pairs, truth_matrix
+from otterlib.data.world import NOISE_KINDS, SyntheticPair, generate_pairs, truth_matrix
 from otterlib.locked.features import LockedEncoders, sha256_hex
 from otterlib.templates import class_captions, get_templates
 
@@ -76,9 +78,11 @@ class StudyData:
         return rows[:, idx].astype(bool)
 
 
-def study_pairs(n: int, noise_levels: Sequence[float], seed: int, zipf_exponent: float) -> dict[float, list[SyntheticPair]]:
+def study_pairs(n: int, noise_levels: Sequence[float], seed: int, zipf_exponent: float,
+                noise_kinds: Sequence[str] = NOISE_KINDS) -> dict[float, list[SyntheticPair]]:
     """``n`` pairs per noise level from one seed; raises if the levels do not share their scenes."""
-    pairs = {float(p): generate_pairs(n, p, seed, prefix="study-", zipf_exponent=zipf_exponent) for p in noise_levels}
+    pairs = {float(p): generate_pairs(n, p, seed, prefix="study-", zipf_exponent=zipf_exponent,
+                                      noise_kinds=noise_kinds) for p in noise_levels}
     first = next(iter(pairs.values()))
     for p, level in pairs.items():
         if any(a.scene != b.scene for a, b in zip(first, level)):
@@ -87,14 +91,32 @@ def study_pairs(n: int, noise_levels: Sequence[float], seed: int, zipf_exponent:
     return pairs
 
 
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block on ``n`` torch threads, then restore the previous count. On cores shared with other jobs,
+    one thread per process is several times faster than two (they spin waiting for each other)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def build_study_data(profile: Profile, ns: NoiseStudyConfig) -> StudyData:
-    """Draw the pairs, compute their truth, and load (or compute and cache) every feature the study needs."""
+    """Draw the pairs, compute their truth, and load (or compute and cache) every feature the study needs
+    (encoders on ``ns.threads`` torch threads)."""
+    with torch_threads(ns.threads):
+        return _build(profile, ns)
+
+
+def _build(profile: Profile, ns: NoiseStudyConfig) -> StudyData:
     syn = profile.data.synthetic
     model = profile.setting(ns.setting or profile.settings[0].name).model
     encoders = LockedEncoders(model, profile.eval.image_size, ns.feature_batch_size, ns.device)
     cache = profile.path(ns.cache_dir)
     t0 = time.time()
-    pairs = study_pairs(max(ns.sizes), ns.noise_levels, ns.data_seed, syn.zipf_exponent)
+    pairs = study_pairs(max(ns.sizes), ns.noise_levels, ns.data_seed, syn.zipf_exponent, syn.noise_kinds)
     base = next(iter(pairs.values()))
     image_sha = sha256_hex([f"world {WORLD_VERSION} size {syn.image_size} seed {ns.data_seed}",
                             *(f"{q.key}|{q.scene!r}" for q in base)])

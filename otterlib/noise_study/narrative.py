@@ -1,4 +1,4 @@
-"""The closing text of notebook 06, written from the study's numbers (no sentence is fixed in advance).
+"""The closing text of notebook 06, written from the study's numbers (they choose every verdict and comparison).
 
 Every statement is computed from :func:`~otterlib.noise_study.results.verdict_table`,
 :func:`~otterlib.noise_study.results.metric_table` and :func:`~otterlib.noise_study.results.precision_table`:
@@ -13,6 +13,8 @@ import pandas as pd
 from otterlib.noise_study.results import StudyResults, metric_table, precision_table, verdict_table
 from otterlib.report import EVAL_SET_LABELS, METHOD_LABELS
 
+PLURALS: dict[str, str] = {"win": "wins", "tie": "ties", "loss": "losses"}
+
 
 def _label(method: str) -> str:
     return METHOD_LABELS.get(method, method)
@@ -20,9 +22,6 @@ def _label(method: str) -> str:
 
 def _signed(x: float) -> str:
     return f"{x:+.1f}"
-
-
-PLURALS: dict[str, str] = {"win": "wins", "tie": "ties", "loss": "losses"}
 
 
 def _tally(v: pd.DataFrame, column: str) -> str:
@@ -74,8 +73,8 @@ def _mechanism(prec: pd.DataFrame, noise: float, size: int) -> list[str]:
     o = cell.loc["otter"]
     ratio = o["end"] / o["chance"] if o["chance"] > 0 else float("inf")
     lines = [f"At p = {noise:g} with {size:,} pairs, OTTER's target precision goes from {o['start']:.3f} at the "
-             f"first step to {o['end']:.3f} at the last (95 % interval over seeds {o['end_low']:.3f}–{o['end_high']:.3f}; "
-             f"{ratio:.1f}× chance {o['chance']:.3f}; InfoNCE 0 by definition, LS = chance)."]
+             f"first step to {o['end']:.3f} at the last (95 % interval over seeds {o['end_low']:.3f}–"
+             f"{o['end_high']:.3f}; {ratio:.1f}× chance {o['chance']:.3f}; InfoNCE 0 by definition, LS = chance)."]
     if o["end_low"] > o["chance"]:
         lines.append("OTTER's off-diagonal targets find true matches above chance at the end of training.")
     else:
@@ -86,10 +85,10 @@ def _mechanism(prec: pd.DataFrame, noise: float, size: int) -> list[str]:
         kd = cell.loc["kd"]
         lines.append(f"KD's softmax targets end at {kd['end']:.3f} ({kd['end_low']:.3f}–{kd['end_high']:.3f}), "
                      f"{_versus(kd, o)} OTTER's.")
-    others = ", ".join(f"{_label(m)} {cell.loc[m, 'false_mass']:.3f}" for m in ("kd", "label_smoothing", "infonce")
-                       if m in cell.index)
-    lines.append(f"Per row, OTTER's target puts {o['false_mass']:.3f} of its mass on pairs that do not match "
-                 f"({others}).")
+    others = "; ".join(f"{_label(m)} {cell.loc[m, 'true_mass']:.3f} / {cell.loc[m, 'false_mass']:.3f}"
+                       for m in ("kd", "label_smoothing", "infonce") if m in cell.index)
+    lines.append(f"Per row, OTTER's target puts {o['true_mass']:.3f} of its mass on pairs that match and "
+                 f"{o['false_mass']:.3f} on pairs that do not ({others}).")
     if pd.notna(o["wrong_rescue"]):
         lines.append(f"For wrong-caption pairs with a true match in the batch, OTTER's target puts "
                      f"{o['wrong_rescue']:.3f} of the row's mass on true matches (a uniform spread of its "

@@ -8,8 +8,8 @@ off-diagonal cells count: the diagonal is the pair itself, which every method ta
   the off-diagonal mass on true matches; 0 when there is no off-diagonal mass (InfoNCE, by definition).
 * **Chance**: ``mean_i (number of true j ≠ i) / (B − 1)``, the precision of a uniform off-diagonal spread
   (label smoothing). The same for both directions (the true cells are the same cells).
-* **False mass**: the target mass per row (mean over rows and both directions) on off-diagonal pairs that do
-  not match, i.e. what the target asks the student to pull together wrongly.
+* **True / false mass**: the target mass per row (mean over rows and both directions) on off-diagonal pairs
+  that match / do not match: what the target asks the student to pull together rightly / wrongly.
 * **Wrong-caption rescue**: for the pairs whose caption is wrong, the target mass (of the whole row, which sums
   to 1) that lands on true matches, over the rows that have a true match in the batch: for an image, a caption
   in the batch that is true of it (its own clean caption or any other true one); for a wrong caption, an image
@@ -47,10 +47,10 @@ def chance_precision(truth: np.ndarray) -> float:
     return float((t & _off_diagonal(len(t))).sum(1).mean() / (len(t) - 1))
 
 
-def false_mass(targets: np.ndarray, truth: np.ndarray) -> float:
-    """Mean over rows of the target mass on off-diagonal cells where ``truth`` does not hold."""
+def off_diagonal_mass(targets: np.ndarray, truth: np.ndarray, true: bool) -> float:
+    """Mean over rows of the target mass on off-diagonal cells where ``truth`` holds (``true``) or does not."""
     m, t = _check(targets, truth)
-    return float((m * (~t & _off_diagonal(len(m)))).sum(1).mean())
+    return float((m * ((t == true) & _off_diagonal(len(m)))).sum(1).mean())
 
 
 def rescue_rows(targets: np.ndarray, truth: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -67,8 +67,8 @@ def rescue_rows(targets: np.ndarray, truth: np.ndarray, rows: np.ndarray) -> tup
 
 def batch_statistics(targets_img: np.ndarray, targets_txt: np.ndarray, truth: np.ndarray,
                      wrong: np.ndarray) -> dict[str, float]:
-    """Precision and false mass (means of the image and text directions), chance, and the wrong-caption rescue
-    of one batch.
+    """Precision, true and false mass (means of the image and text directions), chance, and the wrong-caption
+    rescue of one batch.
 
     ``targets_img``: (B, B) rows = images, columns = captions; ``targets_txt``: (B, B) rows = captions,
     columns = images; ``truth``: (B, B) image × caption; ``wrong``: (B,) bool, pairs with a wrong caption.
@@ -81,7 +81,9 @@ def batch_statistics(targets_img: np.ndarray, targets_txt: np.ndarray, truth: np
     rescued = np.concatenate([rescued_img, rescued_txt])
     uniform = np.concatenate([uniform_img, uniform_txt])
     return {"precision": precision, "chance": chance_precision(t),
-            "false_mass": 0.5 * (false_mass(targets_img, t) + false_mass(targets_txt, t.T)),
+            **{f"{kind}_mass": 0.5 * (off_diagonal_mass(targets_img, t, kind == "true")
+                                      + off_diagonal_mass(targets_txt, t.T, kind == "true"))
+               for kind in ("true", "false")},
             "wrong_rescue": float(rescued.mean()) if rescued.size else float("nan"),
             "wrong_rescue_uniform": float(uniform.mean()) if uniform.size else float("nan"),
             "wrong_rows": int(rescued.size)}

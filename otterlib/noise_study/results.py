@@ -46,13 +46,13 @@ def write_results(out_dir: Path, ns: NoiseStudyConfig, methods: list[str], data:
                         res.hits[(method, es.name, k)]
             hits[f"{es.name}_k{k}"] = arr
     np.savez_compressed(out_dir / "hits.npz", **hits)
-    figure = next((res for res in results if res.figure is not None), None)
-    if figure is not None:
-        idx, noise = figure.figure["indices"], figure.task.noise
-        np.savez_compressed(out_dir / "figure_batch.npz", targets=figure.figure["targets"],
+    shown = next((res for res in results if res.figure is not None), None)
+    if shown is not None:
+        idx, noise = shown.figure["indices"], shown.task.noise
+        np.savez_compressed(out_dir / "figure_batch.npz", targets=shown.figure["targets"],
                             truth=data.batch_truth(noise, idx), wrong=data.wrong[noise][idx],
                             captions=np.array([data.captions[c] for c in data.caption_index[noise][idx]]),
-                            noise=noise, size=figure.task.size, seed=figure.task.seed)
+                            noise=noise, size=shown.task.size, seed=shown.task.seed)
     info = {"config": dataclasses.asdict(ns), "methods": methods, "axes": ["noise", "size", "method", "seed", "image"],
             "eval_sets": {es.name: len(es.image_ids) for es in data.eval_sets}, "data": data.info,
             "load_average": os.getloadavg(), "cpu_count": os.cpu_count(),
@@ -147,8 +147,8 @@ def verdict_table(res: StudyResults, ks: list[int] | None = None) -> pd.DataFram
 
 def precision_table(res: StudyResults) -> pd.DataFrame:
     """Per (noise, size, method): target precision at the first and last recorded step (mean over seeds),
-    the end interval over seeds, chance, the false mass and the wrong-caption rescue (next to its uniform
-    value) at the end."""
+    the end interval over seeds, chance, the true and false mass and the wrong-caption rescue (next to its
+    uniform value) at the end."""
     df = res.precision
     first, last = df["step"].min(), df["step"].max()
     rows = []
@@ -157,8 +157,10 @@ def precision_table(res: StudyResults) -> pd.DataFrame:
         mean, low, high = stats.seed_interval(end["precision"].to_numpy())
         rows.append({"noise": noise, "size": size, "method": method,
                      "start": g[g["step"] == first]["precision"].mean(), "end": mean, "end_low": low,
-                     "end_high": high, "chance": end["chance"].mean(), "false_mass": end["false_mass"].mean(),
-                     "wrong_rescue": end["wrong_rescue"].mean(), "wrong_rescue_uniform": end["wrong_rescue_uniform"].mean()})
+                     "end_high": high, "chance": end["chance"].mean(), "true_mass": end["true_mass"].mean(),
+                     "false_mass": end["false_mass"].mean(),
+                     "wrong_rescue": end["wrong_rescue"].mean(),
+                     "wrong_rescue_uniform": end["wrong_rescue_uniform"].mean()})
     return pd.DataFrame(rows)
 
 
@@ -180,7 +182,8 @@ def timing_summary(res: StudyResults) -> dict[str, Any]:
     runs = res.runs.drop_duplicates(["noise", "size", "method", "seed"])
     cpu = float(runs["run_cpu_s"].sum())
     workers = max(1, int(res.config["workers"]))
-    return {"runs": int(res.info["n_runs"]), "grid_wall_s": res.info["grid_wall_s"], "runs_per_s": res.info["runs_per_s"],
+    return {"runs": int(res.info["n_runs"]), "grid_wall_s": res.info["grid_wall_s"],
+            "runs_per_s": res.info["runs_per_s"],
             "grid_cpu_s": round(cpu, 1), "workers": workers, "grid_wall_on_free_cores_s": round(cpu / workers, 1),
             "features_wall_s": res.info["data"].get("wall_s"), "features_cpu_s": res.info["data"].get("cpu_s"),
             "study_wall_s": res.info["study_wall_s"], "load_average": res.info["load_average"],

@@ -26,7 +26,7 @@ import torch
 from otterlib.config import NoiseStudyConfig, Profile, RunConfig, TrainConfig, resolve_run
 from otterlib.evaluate import encode_class_names, hits_at_k, topk_chunked
 from otterlib.locked.train import LockedTrainer
-from otterlib.noise_study.data import EvalFeatures, StudyData
+from otterlib.noise_study.data import EvalFeatures, StudyData, torch_threads
 from otterlib.noise_study.precision import batch_statistics
 
 
@@ -133,6 +133,7 @@ def run_method(data: StudyData, cfg: RunConfig, task: Task, order: np.ndarray, n
         train_s += time.perf_counter() - t0
         train_cpu_s += time.process_time() - c0
         if step % ns.record_every == 0 or step == len(order) - 1:
+            trainer.check()
             t_img, t_txt = (t.cpu().numpy() for t in trainer.targets(img, txt))
             result.precision.append({"noise": task.noise, "size": task.size, "method": cfg.method,
                                      "seed": task.seed, "step": step + 1,
@@ -189,15 +190,11 @@ def run_grid(profile: Profile, ns: NoiseStudyConfig, data: StudyData, log_path: 
     tasks = study_tasks(ns)
     results: list[TaskResult] = []
     if ns.workers == 0:
-        previous = torch.get_num_threads()
-        torch.set_num_threads(ns.threads)
-        try:
+        with torch_threads(ns.threads):
             for task in tasks:
                 results.append(run_task(data, configs[task.seed], task, ns))
                 if progress:
                     progress(results[-1])
-        finally:
-            torch.set_num_threads(previous)
         return results
     with ProcessPoolExecutor(ns.workers, mp_context=get_context("spawn"), initializer=_init_worker,
                              initargs=(data, ns.threads, str(log_path or os.devnull))) as pool:

@@ -17,7 +17,7 @@ the tables. One module per job:
 from otterlib.report.artefacts import Report, read_tally_summary, write_tables
 from otterlib.report.closing import RunFacts, closing_paragraph
 from otterlib.report.figures import (_pyplot, _save, plot_comparison, plot_difference_heatmap, plot_matching,
-                                     plot_off_diagonal_histogram)
+                                     plot_off_diagonal_histogram, plot_thumbnails)
 from otterlib.report.grid import (EVAL_SET_LABELS, METHOD_LABELS, METHOD_ORDER, METRIC_LABELS, TABLE_METRICS,
                                   TALLY_METRICS, Grid, label)
 from otterlib.report.intervals import method_intervals
@@ -28,7 +28,7 @@ from otterlib.report.tables import published_markdown, results_table, saturated
 from otterlib.report.tally import TieRules, tally, tally_summary
 
 __all__ = ["Report", "read_tally_summary", "write_tables", "RunFacts", "closing_paragraph", "plot_comparison", "plot_difference_heatmap",
-           "plot_matching", "plot_off_diagonal_histogram", "EVAL_SET_LABELS", "METHOD_LABELS", "METHOD_ORDER",
+           "plot_matching", "plot_off_diagonal_histogram", "plot_thumbnails", "EVAL_SET_LABELS", "METHOD_LABELS", "METHOD_ORDER",
            "METRIC_LABELS", "TABLE_METRICS", "TALLY_METRICS", "Grid", "label", "method_intervals",
            "batch_matching_stats", "statistics_markdown", "HitVectors", "Units", "align", "collect_rows",
            "eval_set_summary", "load_hits", "read_published", "read_rows", "save_hits", "seed_units",

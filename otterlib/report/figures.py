@@ -154,3 +154,26 @@ def plot_off_diagonal_histogram(off_diagonal: np.ndarray, path: Path, title: str
     ax.set_ylabel("density (log)")
     ax.set_title(title or "how much a batch's non-paired captions match", fontsize=9)
     return _save(fig, path)
+
+
+def plot_thumbnails(panels: Sequence[Sequence[tuple[Path, str, Sequence[str]]]], path: Path,
+                    width_chars: int = 30) -> Path:
+    """A grid of example images, one row per eval set: each panel is ``(image path, eval set, label names)``
+    and is titled with the eval set and its **full** label list, wrapped at ``width_chars``. Saves a PNG."""
+    from PIL import Image
+
+    plt = _pyplot()
+    titles = [[textwrap.fill(f"{name}: " + "; ".join(labels), width_chars) for _, name, labels in row]
+              for row in panels]
+    heights = [2.2 + 0.12 * max((t.count("\n") + 1 for t in row), default=1) for row in titles]
+    n_cols = max(len(row) for row in panels)
+    fig, axes = plt.subplots(len(panels), n_cols, squeeze=False, figsize=(2.3 * n_cols, sum(heights)),
+                             gridspec_kw={"height_ratios": heights})
+    for ax_row, row, row_titles in zip(axes, panels, titles):
+        for ax in ax_row:
+            ax.set_axis_off()
+        for ax, (image, _, _), title in zip(ax_row, row, row_titles):
+            with Image.open(image) as img:
+                ax.imshow(img.convert("RGB"))
+            ax.set_title(title, fontsize=6, loc="left")
+    return _save(fig, path)

@@ -36,20 +36,48 @@ def prepare_eval_sets(profile: Profile, force: bool = False) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("name")
 
 
-def write_trivial_rows(profile: Profile, mode: str | None = None) -> list[dict[str, Any]]:
-    """The trivial baselines' eval rows (random ranking: exact expectation; best constant ranking) on the images
-    of each eval set that are on disk, in protocol ``mode`` (default: the profile's), written to
-    ``results/<profile>/trivial/eval[_<mode>].jsonl`` (:mod:`otterlib.baselines`). Returns the rows."""
-    from otterlib.baselines import trivial_rows
-    from otterlib.evaluate import write_eval_rows
+TRIVIAL_SETTING: str = "all"
+"""The ``setting`` of trivial-baseline rows: they do not depend on the model, so they hold for every setting."""
 
-    mode = mode or profile.eval.mode
-    rows = []
+
+def trivial_baselines(profile: Profile) -> pd.DataFrame:
+    """Random ranking (exact expectation) and best constant ranking on every eval set, in both protocol modes.
+
+    Scored on the images present on disk (the images stage 04 evaluates), or on the whole label file when no
+    image is there (e.g. the real IN10K without ImageNet). Writes ``results/<profile>/trivial/eval.jsonl``
+    and ``eval_clean.jsonl`` (``kind: "trivial"``) and returns FH@k in percent, one row per (set, mode,
+    method).
+    """
+    from otterlib.baselines import trivial_rows
+    from otterlib.evaluate import MODES, write_eval_rows
+
+    table = []
+    for mode in MODES:
+        rows = []
+        for set_cfg in profile.eval.sets:
+            full = load_eval_set(set_cfg, mode, profile.eval)
+            present = full.with_existing_images()
+            scored = present if present.n_images else full
+            rows += trivial_rows(scored, profile.eval.ks, mode, setting=TRIVIAL_SETTING, profile=profile.name,
+                                 n_images_missing=present.info["n_dropped_missing"],
+                                 scored_on="images on disk" if present.n_images else "label file (no images on disk)")
+        write_eval_rows(layout.eval_rows_path(layout.trivial_dir(profile), mode), rows)
+        table += [{"eval set": r["dataset"], "mode": mode, "method": r["method"],
+                   **{k.upper(): round(100 * v, 2) for k, v in r["metrics"].items()}} for r in rows]
+    return pd.DataFrame(table).set_index(["eval set", "mode", "method"])
+
+
+def eval_set_thumbnails(profile: Profile, n_per_set: int = 4) -> Path:
+    """The first ``n_per_set`` images of every eval set with their full label lists (first synonym of each
+    class), as ``results/<profile>/eval_sets/thumbnails.png``; returns its path."""
+    from otterlib import report
+
+    panels = []
     for set_cfg in profile.eval.sets:
-        eval_set = load_eval_set(set_cfg, mode, profile.eval).with_existing_images()
-        rows += trivial_rows(eval_set, profile.eval.ks, mode, setting="trivial", profile=profile.name)
-    write_eval_rows(layout.eval_rows_path(layout.trivial_dir(profile), mode), rows)
-    return rows
+        es = load_eval_set(set_cfg, eval_cfg=profile.eval).with_existing_images()
+        panels.append([(es.image_paths[i], set_cfg.name, [es.class_names[c][0] for c in es.labels[i]])
+                       for i in range(min(n_per_set, es.n_images))])
+    return report.plot_thumbnails(panels, layout.eval_thumbnails_path(profile))
 
 
 def _write_synthetic_eval_set(profile: Profile, set_cfg: EvalSetConfig) -> None:
@@ -61,8 +89,7 @@ def _write_synthetic_eval_set(profile: Profile, set_cfg: EvalSetConfig) -> None:
         synthetic.make_synthetic_goi(dest, syn.n_eval_goi, syn.image_size, seed=syn.seed + 101,
                                      zipf_exponent=syn.zipf_exponent)
     elif set_cfg.name == "in10k":
-        synthetic.make_synthetic_in10k(dest, syn.n_eval_in10k, syn.image_size, seed=syn.seed + 202,
-                                       zipf_exponent=syn.zipf_exponent)
+        synthetic.make_synthetic_in10k(dest, syn.n_eval_in10k, syn.image_size, seed=syn.seed + 202)
     else:
         raise ValueError(f"no synthetic generator for eval set {set_cfg.name!r} (goi, in10k)")
 

@@ -37,7 +37,7 @@ def run_noise_study(profile: Profile, force: bool = False, echo: Callable[[str],
     from otterlib.env import git_sha
     from otterlib.noise_study import narrative, plots, results
     from otterlib.noise_study.data import build_study_data
-    from otterlib.noise_study.runs import run_grid, study_methods, study_tasks
+    from otterlib.noise_study.runs import TaskResult, run_grid, study_methods, study_tasks
 
     if not profile.data.synthetic_world:
         raise ValueError(f"profile {profile.name!r} has no synthetic source; the noise study needs the synthetic "
@@ -49,14 +49,20 @@ def run_noise_study(profile: Profile, force: bool = False, echo: Callable[[str],
     if force or stale:
         ns = profile.noise_study
         out.mkdir(parents=True, exist_ok=True)
+        (out / "workers.log").unlink(missing_ok=True)
         t0, cpu0 = time.time(), time.process_time()
         data = build_study_data(profile, ns)
         data.info |= {"wall_s": round(time.time() - t0, 1), "cpu_s": round(time.process_time() - cpu0, 1)}
         echo(f"features ready in {time.time() - t0:.0f} s: {data.info}")
         n_tasks, t_grid = len(study_tasks(ns)), time.time()
-        done = []
-        grid = run_grid(profile, ns, data, out / "workers.log", progress=lambda r: (done.append(r), echo(
-            f"[{len(done)}/{n_tasks} {time.time() - t_grid:.0f} s] p={r.task.noise:g} n={r.task.size} seed={r.task.seed}")))
+        done: list[TaskResult] = []
+
+        def progress(r: TaskResult) -> None:
+            done.append(r)
+            echo(f"[{len(done)}/{n_tasks} {time.time() - t_grid:.0f} s] p={r.task.noise:g} n={r.task.size} "
+                 f"seed={r.task.seed}")
+
+        grid = run_grid(profile, ns, data, out / "workers.log", progress=progress)
         grid_s = time.time() - t_grid
         methods = study_methods(profile, ns)
         n_runs = n_tasks * len(methods)
