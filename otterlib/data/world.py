@@ -25,7 +25,7 @@ import numpy as np
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "diamond", "heart", "cross", "crescent",
                            "arrow", "semicircle", "rectangle", "teardrop")
-COLORS: tuple[str, ...] = ("red", "blue", "green", "yellow", "purple", "orange", "pink", "brown")
+COLORS: tuple[str, ...] = ("red", "blue", "green", "yellow", "purple", "orange", "black", "cyan")
 PATTERNS: tuple[str, ...] = ("solid", "striped", "hollow")
 SIZES: tuple[str, ...] = ("large", "small")
 ATTRIBUTES: dict[str, tuple[str, ...]] = {"shape": SHAPES, "color": COLORS, "pattern": PATTERNS, "size": SIZES}
@@ -42,6 +42,7 @@ RELATION_MARGIN: float = 0.2
 CELLS: tuple[tuple[float, float], ...] = ((0.3, 0.3), (0.7, 0.3), (0.3, 0.7), (0.7, 0.7))
 """Centres of the layout cells of multi-object scenes (at most one object per cell)."""
 JITTER: float = 0.04
+"""Each object centre moves by up to this much (image sides) along each axis."""
 OBJECT_COUNT_WEIGHTS: tuple[float, ...] = (0.45, 0.35, 0.2)
 """P(1, 2, 3 objects) of a scene."""
 MAX_OBJECTS: int = len(OBJECT_COUNT_WEIGHTS)
