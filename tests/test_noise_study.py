@@ -146,4 +146,11 @@ def test_closing_text_follows_the_numbers():
     assert "+25.0 points" in works and "rises" in works and "above chance" in works and "below OTTER's" in works
     fails = narrative.closing_text(_constructed(otter_gain_at=0.0, precision_end=0.01))
     assert "falls" in fails and "not distinguishable from a uniform spread" in fails
-    assert "above chance" not in fails
+    assert "above chance" not in fails and "not monotonically" not in works + fails
+
+
+def test_noise_trend_names_a_change_of_direction():
+    v = pd.DataFrame({"noise": [0.0, 0.3, 0.6], "diff": [-6.3, -3.0, -5.0]})
+    text = narrative._noise_trend(v)
+    assert "-6.3 (p = 0) → -3.0 (p = 0.3) → -5.0 (p = 0.6)" in text
+    assert "rises" in text and "+1.3 points" in text and "not monotonically" in text

@@ -18,10 +18,15 @@ def _overrides(tmp_path, workers: int) -> dict:
 
 
 @pytest.mark.slow
-def test_noise_study_end_to_end(tmp_path, monkeypatch):
+def test_noise_study_end_to_end(tmp_path, monkeypatch, capfd):
     profile = load_profile("smoke", _overrides(tmp_path, workers=2))
     prepare_eval_sets(profile)
+    capfd.readouterr()
+    monkeypatch.setenv("OTTER_HEADLESS", "1")  # as in the runner's kernels: the evaluation bars go to stdout
     out = run_noise_study(profile, echo=lambda line: None)
+    console = capfd.readouterr()
+    assert "class captions" not in console.out + console.err  # the workers' bars stay out of the console ...
+    assert "class captions" in (profile.results_root / "noise_study" / "workers.log").read_text()  # ... and are logged
     res = out["results"]
     assert res.hits["goi_k1"].shape == (2, 2, 4, 2, 16) and res.info["n_runs"] == 32
     assert len(out["verdicts"]) == 2 * 2 * 2 * 3 and set(out["verdicts"]["verdict"]) <= {"win", "tie", "loss"}

@@ -160,3 +160,18 @@ def test_a_headless_kernel_saves_text_bars_at_100_percent_and_warns_of_nothing(t
     assert len(outputs) == 1 and outputs[0].name == "stdout"  # no widget, one merged stream
     assert outputs[0].text.startswith("steps: 100%") and "3/3" in outputs[0].text and "\r" not in outputs[0].text
     assert "without encryption" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted(runner.NOTEBOOK_DIR.glob("*.ipynb")), ids=lambda p: p.name)
+def test_every_notebook_is_valid_nbformat_with_cell_ids(path):
+    """A cell without an id makes every execution print nbformat's MissingIDFieldWarning to the console."""
+    import warnings
+
+    import nbformat
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+    ids = [cell.get("id") for cell in nb.cells]
+    assert all(ids) and len(set(ids)) == len(ids)

@@ -44,8 +44,13 @@ def _noise_trend(v: pd.DataFrame) -> str:
     trend = " → ".join(f"{_signed(d)} (p = {p:g})" for p, d in means.items())
     change = means.iloc[-1] - means.iloc[0]
     direction = ("rises" if change > 0 else "falls") if abs(change) >= 0.05 else "stays level"
+    steps = means.diff().iloc[1:]
+    monotonic = bool((steps >= 0).all() or (steps <= 0).all())
     return (f"Averaged over sizes and eval sets, OTTER − best baseline on FH@1 goes {trend} points: it "
-            f"{direction} from the cleanest to the noisiest data ({_signed(change)} points).")
+            f"{direction} from the cleanest to the noisiest data ({_signed(change)} points)"
+            + ("." if monotonic else ", but not monotonically.")
+            + " These averages carry no interval; the per-cell verdicts above say which differences are "
+              "significant.")
 
 
 def _data_efficiency(table: pd.DataFrame, sizes: list[int]) -> list[str]:

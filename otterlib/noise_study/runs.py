@@ -164,12 +164,13 @@ _WORKER_DATA: StudyData | None = None
 
 
 def _init_worker(data: StudyData, threads: int, log_path: str) -> None:
-    """Keep the study's data in the worker, set its torch threads and send its stderr (progress bars of the
-    evaluation functions, warnings) to ``log_path``; exceptions still reach the parent through the futures."""
+    """Keep the study's data in the worker, set its torch threads and send its stdout and stderr (progress bars
+    of the evaluation functions, which go to stdout in a headless kernel; warnings) to ``log_path``, so that
+    they never reach the runner's console; exceptions still reach the parent through the futures."""
     global _WORKER_DATA
     _WORKER_DATA = data
     torch.set_num_threads(threads)
-    sys.stderr = open(log_path, "a", buffering=1)  # noqa: SIM115 (lives as long as the worker)
+    sys.stdout = sys.stderr = open(log_path, "a", buffering=1)  # noqa: SIM115 (lives as long as the worker)
 
 
 def _run_in_worker(configs: dict[str, RunConfig], task: Task, ns: NoiseStudyConfig) -> TaskResult:
