@@ -105,7 +105,12 @@ def gpu_hours(samples_seen: int, matches: list[BenchmarkRecord]) -> str:
     """``samples_seen`` training samples at each matching record's per-GPU rate, in GPU-hours, per device."""
     if not matches:
         return "unmeasured"
-    return " / ".join(f"{samples_seen / r.samples_per_s_per_gpu / 3600:.1f} ({r.device})" for r in matches)
+    return " / ".join(f"{format_hours(samples_seen / r.samples_per_s_per_gpu / 3600)} ({r.device})" for r in matches)
+
+
+def format_hours(hours: float) -> str:
+    """GPU-hours to one decimal, or to two significant digits below 1 h (a short run is not ``0.0``)."""
+    return f"{hours:.1f}" if hours >= 1 else f"{hours:.2g}"
 
 
 def compute_plan(profile: Profile, settings: list[str] | None = None,

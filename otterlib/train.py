@@ -116,7 +116,10 @@ def build_training(cfg: RunConfig, device: torch.device, world: int) -> Training
     In order: the model (``train.text_attention``), channels-last image encoder (``train.channels_last``, CUDA),
     the objective, :func:`build_training_modules` (SyncBatchNorm under CUDA DDP, then the teacher copied from the
     converted student), ``torch.compile`` in place of student and teacher (``train.compile``), DDP when
-    ``world > 1``, the optimizer (``train.optimizer_impl``) and the autocast dtype (``train.precision``).
+    ``world > 1``, the optimizer (``train.optimizer_impl``) and the autocast dtype (``train.precision``). The
+    student comes back entirely in train mode, whatever mode its encoders were loaded in (``from_pretrained``
+    returns eval mode), so that every user of a training step (trainer, benchmark, equivalence and fidelity
+    checks) times and computes the same step.
     """
     t = cfg.train
     model = create_model(cfg.model, attn_implementation=t.text_attention).to(device)
@@ -127,6 +130,7 @@ def build_training(cfg: RunConfig, device: torch.device, world: int) -> Training
     module, teacher = build_training_modules(model, loss_fn, cfg.loss,
                                              sync_batchnorm=world > 1 and device.type == "cuda",
                                              teacher_inference_mode=t.teacher_inference_mode)
+    module.train()
     if t.compile:  # in place: parameter names, state dicts and the EMA pairing stay as they are
         module.compile()
         if teacher is not None:

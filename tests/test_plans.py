@@ -28,6 +28,11 @@ def test_gpu_hours_come_from_the_matching_per_gpu_rate_and_are_unmeasured_otherw
     assert plan.iloc[1]["GPU-h otter"] == "unmeasured"  # other text encoder
 
 
+def test_short_runs_show_their_gpu_hours_instead_of_zero():
+    assert plans.format_hours(0.046) == "0.046" and plans.format_hours(0.5) == "0.5"
+    assert plans.format_hours(12.34) == "12.3" and plans.format_hours(1.0) == "1.0"
+
+
 def test_samples_are_measured_from_downloaded_shards_else_bounded(tiny_data_root):
     smoke = load_profile("smoke", {"data.sources.cc3m.root": str(tiny_data_root)})
     row = plans.compute_plan(smoke, ["tiny-scratch"], []).iloc[0]

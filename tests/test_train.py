@@ -107,6 +107,16 @@ def test_every_teacher_submodule_is_in_the_configured_mode_during_training(tmp_p
     assert seen == {"teacher": {teacher_mode == "train"}, "student": {True}}
 
 
+def test_build_training_returns_the_student_in_train_mode(tmp_path, tiny_data_root, monkeypatch):
+    """The benchmark and the equivalence/fidelity checks step what ``build_training`` returns without the
+    trainer's per-epoch ``module.train()``: a text encoder loaded in eval mode must not stay there (the benchmark
+    then timed a student without dropout against a train-mode teacher)."""
+    monkeypatch.setattr(train_module, "create_model", _pretrained_like(train_module.create_model))
+    parts = train_module.build_training(run_config(tmp_path, tiny_data_root, method="otter"), torch.device("cpu"), 1)
+    assert {m.training for m in parts.module.modules()} == {True}
+    assert {m.training for m in parts.teacher.module.modules()} == {True}
+
+
 @pytest.mark.parametrize("sync_batchnorm", [False, True])
 def test_teacher_batchnorm_is_the_students_and_the_teacher_stays_outside(sync_batchnorm):
     """CUDA DDP converts the student's BatchNorm to SyncBatchNorm; the teacher must get the same layers (the
